@@ -1,0 +1,61 @@
+"""conveyor: a background task queue for Python. Embedded SQLite by default; Redis or
+PostgreSQL when you grow. See API.md for the contract these names keep."""
+
+from .app import Conveyor
+from .backends.base import (
+    FAILURE,
+    PENDING,
+    PROGRESS,
+    RETRY,
+    REVOKED,
+    SCHEDULED,
+    STARTED,
+    SUCCESS,
+)
+from .clock import Clock, FakeClock, SystemClock
+from .errors import (
+    BackendUnavailable,
+    ConfigError,
+    ConveyorError,
+    Reject,
+    Retry,
+    SerializationError,
+    TaskFailed,
+    TaskTimeout,
+    TimeoutError,
+    WorkerLost,
+)
+from .result import Result, ResultGroup
+from .task import Task, TaskContext
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailable",
+    "Clock",
+    "ConfigError",
+    "Conveyor",
+    "ConveyorError",
+    "FAILURE",
+    "FakeClock",
+    "PENDING",
+    "PROGRESS",
+    "REVOKED",
+    "RETRY",
+    "Reject",
+    "Result",
+    "ResultGroup",
+    "Retry",
+    "SCHEDULED",
+    "STARTED",
+    "SUCCESS",
+    "SerializationError",
+    "SystemClock",
+    "Task",
+    "TaskContext",
+    "TaskFailed",
+    "TaskTimeout",
+    "TimeoutError",
+    "WorkerLost",
+    "__version__",
+]

@@ -1,0 +1,239 @@
+"""Conveyor: settings, the task registry, the backend binding and the producer calls."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar, overload
+
+from .backends import create_backend, redact, resolve_url
+from .backends.base import SUCCESS, Backend, Message, StoredResult
+from .clock import Clock, SystemClock
+from .envelope import Envelope
+from .errors import ConfigError, SerializationError
+from .result import EagerResult, Result, ResultGroup, failure_from
+from .serializers import Codec, make_serializer
+from .task import Task, build_options, seconds
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Conveyor:
+    """One queue application: where tasks live (the backend URL) and which tasks exist.
+
+    Creating it does no I/O; the backend connects on first use.
+    """
+
+    def __init__(self, url: str | None = None, *, default_queue: str = "default",
+                 result_ttl: float | timedelta = 86400, serializer: str = "json",
+                 secret_key: str | bytes | None = None, lease: float | timedelta = 60,
+                 eager: bool = False, clock: Clock | None = None) -> None:
+        self.url = resolve_url(url)
+        self.default_queue = default_queue
+        self.result_ttl = seconds(result_ttl, "result_ttl") or 0.0
+        self.lease = seconds(lease, "lease") or 0.0
+        if self.lease < 1:
+            raise ConfigError(f"lease must be at least 1 second, not {self.lease}")
+        self.eager = eager
+        self.clock: Clock = clock or SystemClock()
+        self.codec = Codec(make_serializer(serializer, secret_key), secret_key)
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._backend: Backend = create_backend(self.url)
+
+    def __repr__(self) -> str:
+        return f"<Conveyor {redact(self.url)} tasks={len(self.tasks)}>"
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def safe_url(self) -> str:
+        """The backend URL with any password hidden."""
+        return redact(self.url)
+
+    def close(self) -> None:
+        self._backend.close()
+
+    # --- registry -------------------------------------------------------------------------
+    @overload
+    def task(self, fn: F) -> Task[Any, Any]: ...
+
+    @overload
+    def task(self, fn: None = None, **options: Any) -> Callable[[F], Task[Any, Any]]: ...
+
+    def task(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """Register a function as a task: `@app.task` or `@app.task(name=..., retries=...)`."""
+        def register(f: Callable[..., Any]) -> Task[Any, Any]:
+            if isinstance(f, Task):
+                raise ConfigError(f"{f.name} is already a task")
+            opts = build_options(f, self.default_queue, **options)
+            existing = self.tasks.get(opts.name)
+            if existing is not None and existing.fn is not f and (
+                    getattr(existing.fn, "__code__", None) is not getattr(f, "__code__", None)):
+                raise ConfigError(f"two different functions are registered as task "
+                                  f"{opts.name!r}: give one of them name=")
+            t: Task[Any, Any] = Task(self, f, opts)
+            self.tasks[opts.name] = t
+            return t
+        if fn is not None:
+            if options:
+                raise ConfigError("use @app.task or @app.task(**options), not both")
+            return register(fn)
+        return register
+
+    def queues(self) -> list[str]:
+        """The default queue and every queue a registered task names."""
+        names = [self.default_queue]
+        for t in self.tasks.values():
+            if t.options.queue not in names:
+                names.append(t.options.queue)
+        return names
+
+    # --- producing ------------------------------------------------------------------------
+    def _envelope(self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                  *, now: float, task_id: str | None = None, queue: str | None = None,
+                  priority: int | None = None, expires: float | timedelta | datetime | None = None,
+                  retries: int | None = None) -> tuple[Envelope, bytes]:
+        try:
+            task.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{task.name}: {exc}") from None
+        if retries is not None and (not isinstance(retries, int) or retries < 0):
+            raise ConfigError(f"{task.name}: retries must be a whole number >= 0")
+        expires_at: float | None = None
+        if isinstance(expires, datetime):
+            expires_at = _timestamp(expires)
+        elif expires is not None:
+            expires_at = now + (seconds(expires, "expires") or 0.0)
+        env = Envelope(
+            id=task_id or uuid.uuid4().hex,
+            task=task.name,
+            args=list(args),
+            kwargs=kwargs,
+            queue=queue or task.options.queue,
+            priority=task.options.priority if priority is None else int(priority),
+            created_at=now,
+            expires_at=expires_at,
+            retries=retries,
+        )
+        try:
+            body = self.codec.encode(env.to_dict())
+        except SerializationError as exc:
+            raise _name_culprit(self.codec, task, args, kwargs, exc) from None
+        return env, body
+
+    def send(self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
+             countdown: float | timedelta | None = None, eta: datetime | None = None,
+             queue: str | None = None, priority: int | None = None,
+             expires: float | timedelta | datetime | None = None, retries: int | None = None,
+             task_id: str | None = None, **options: Any) -> Result:
+        """Enqueue one call of `task`; what `delay` and `apply_async` do."""
+        if options:
+            raise ConfigError(f"{task.name}: unknown apply_async option(s) "
+                              f"{', '.join(sorted(options))}")
+        if countdown is not None and eta is not None:
+            raise ConfigError(f"{task.name}: give countdown or eta, not both")
+        now = self.clock.now()
+        env, body = self._envelope(task, args, kwargs, now=now, task_id=task_id, queue=queue,
+                                   priority=priority, expires=expires, retries=retries)
+        if self.eager:
+            return self._run_eager(task, env, body)
+        ready_at = now
+        if countdown is not None:
+            ready_at = now + (seconds(countdown, "countdown") or 0.0)
+        elif eta is not None:
+            ready_at = _timestamp(eta)
+        self.backend.enqueue([Message(env.id, env.queue, body, env.priority, ready_at)], now)
+        return Result(self, env.id, task.name)
+
+    def send_many(self, task: Task[Any, Any], calls: Sequence[tuple[Any, ...]]) -> ResultGroup:
+        """Enqueue many calls of one task in one backend call (what `map` does)."""
+        now = self.clock.now()
+        built = [self._envelope(task, args, {}, now=now) for args in calls]
+        if self.eager:
+            return ResultGroup(self, [self._run_eager(task, env, body) for env, body in built])
+        self.backend.enqueue([Message(env.id, env.queue, body, env.priority, now)
+                              for env, body in built], now)
+        return ResultGroup(self, [Result(self, env.id, task.name) for env, _ in built])
+
+    def result(self, task_id: str) -> Result:
+        """A Result for an id, from any process."""
+        return Result(self, task_id)
+
+    # --- outcomes -------------------------------------------------------------------------
+    def encode_value(self, value: Any) -> bytes:
+        return self.codec.encode({"value": value})
+
+    def encode_failure(self, exc_type: str, exc_message: str, traceback: str = "",
+                       task: str = "") -> bytes:
+        return self.codec.encode({"exc_type": exc_type, "exc_message": exc_message,
+                                  "traceback": traceback, "task": task})
+
+    def decode_outcome(self, stored: StoredResult, task_name: str | None,
+                       propagate: bool) -> Any:
+        payload = None
+        if stored.data is not None:
+            try:
+                payload = self.codec.decode(stored.data)
+            except SerializationError as exc:
+                payload = {"exc_type": "SerializationError",
+                           "exc_message": f"stored result cannot be decoded: {exc}"}
+        if stored.state == SUCCESS and isinstance(payload, dict) and "value" in payload:
+            return payload["value"]
+        if stored.state == SUCCESS and payload is None:
+            return None
+        failure = failure_from(payload, stored.id, task_name, stored.state)
+        if propagate:
+            raise failure
+        return failure
+
+    # --- in-process execution (eager mode, users' tests) ----------------------------------
+    def _run_eager(self, task: Task[Any, Any], env: Envelope, body: bytes) -> Result:
+        from .worker.executor import run_inline
+
+        outcome = run_inline(self, body, env.id)
+        return EagerResult(self, env.id, task.name, outcome)
+
+    def drain(self, queues: Sequence[str] | None = None) -> int:
+        """Run every ready task in this process until none is left; retries scheduled during
+        the call are waited for (on the app's clock). Returns how many deliveries ran."""
+        from .worker.executor import drain
+
+        return drain(self, None if queues is None else list(queues))
+
+    def worker_id(self) -> str:
+        return f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+
+
+def _timestamp(when: datetime) -> float:
+    if when.tzinfo is None:
+        when = when.astimezone()  # naive datetimes are local time, as datetime.timestamp() says
+    return when.astimezone(timezone.utc).timestamp()
+
+
+def _name_culprit(codec: Codec, task: Task[Any, Any], args: tuple[Any, ...],
+                  kwargs: dict[str, Any], exc: SerializationError) -> SerializationError:
+    """Say which argument could not be serialized."""
+    names = list(task.signature.parameters)
+    for i, value in enumerate(args):
+        try:
+            codec.serializer.dumps(value)
+        except SerializationError as inner:
+            label = f"argument {names[i]!r}" if i < len(names) else f"positional argument {i}"
+            return SerializationError(f"{task.name}: {label} (position {i}) cannot be "
+                                      f"serialized with {codec.serializer.name}: {inner}; "
+                                      "nothing was enqueued")
+    for key, value in kwargs.items():
+        try:
+            codec.serializer.dumps({key: value})
+        except SerializationError as inner:
+            return SerializationError(f"{task.name}: argument {key!r} cannot be serialized with "
+                                      f"{codec.serializer.name}: {inner}; nothing was enqueued")
+    return SerializationError(f"{task.name}: arguments cannot be serialized: {exc}; "
+                              "nothing was enqueued")
+
+
+__all__ = ["Conveyor"]

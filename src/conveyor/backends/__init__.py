@@ -1,0 +1,52 @@
+"""Backends: URL scheme -> implementation, imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import ConfigError
+from .base import Backend
+
+SCHEMES: dict[str, str] = {
+    "memory": "conveyor.backends.memory:MemoryBackend",
+    "sqlite": "conveyor.backends.sqlite:SqliteBackend",
+}
+DEFAULT_URL = "sqlite:///conveyor.db"
+
+
+def resolve_url(url: str | None) -> str:
+    """The URL to use: the one given, else CONVEYOR_URL, else the embedded SQLite default."""
+    return url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***, for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def backend_class(url: str) -> type[Backend]:
+    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    target = SCHEMES.get(scheme)
+    if target is None:
+        known = ", ".join(f"{s}://" for s in sorted(SCHEMES))
+        raise ConfigError(f"unknown backend URL {redact(url)!r}: the schemes that exist are {known}")
+    module_name, class_name = target.split(":")
+    cls: type[Backend] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+def create_backend(url: str) -> Backend:
+    """A backend for `url`. Validates the URL; connects lazily, on first use."""
+    return backend_class(url)(url)  # type: ignore[call-arg]

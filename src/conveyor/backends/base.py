@@ -1,0 +1,246 @@
+"""The Backend interface: the few atomic primitives a worker and a producer need.
+
+Every backend (memory, SQLite, Redis, PostgreSQL) implements exactly this and passes the one
+conformance suite in `conveyor.testing.conformance`. Time is always passed in (`now`), so the
+suite drives it with a FakeClock. Settle calls are fenced by the lease token: a worker whose
+lease was taken over gets `False` back and changes nothing.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# Task states, as API.md names them.
+PENDING = "PENDING"
+SCHEDULED = "SCHEDULED"
+STARTED = "STARTED"
+PROGRESS = "PROGRESS"
+RETRY = "RETRY"
+SUCCESS = "SUCCESS"
+FAILURE = "FAILURE"
+REVOKED = "REVOKED"
+TERMINAL_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One task to enqueue. `dedup_key`, when set, is held while the message exists and for
+    `dedup_retention` seconds after it is settled; enqueueing another message with a held key
+    writes nothing and returns the holder's id."""
+
+    id: str
+    queue: str
+    body: bytes
+    priority: int = 0
+    ready_at: float = 0.0
+    dedup_key: str | None = None
+    dedup_retention: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A claimed message. `token` fences every settle call; `delivery_count` counts claims."""
+
+    id: str
+    queue: str
+    body: bytes
+    priority: int
+    delivery_count: int
+    token: str
+    lease_until: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    """What a producer can read about a task: its state and, once settled, its result bytes."""
+
+    id: str
+    state: str
+    data: bytes | None = None
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The task is finished: delete the message and store its result (if `data` is given)."""
+
+    id: str
+    token: str
+    data: bytes | None = None
+    state: str = SUCCESS
+    result_ttl: float = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Give the message back, to be claimed again at `ready_at`. `attempted=False` means it was
+    never started (shutdown), so the claim is not counted."""
+
+    id: str
+    token: str
+    ready_at: float
+    body: bytes | None = None
+    attempted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Bury:
+    """Move the message to the dead letters with a reason a person can act on, and store its
+    FAILURE result (if `data` is given)."""
+
+    id: str
+    token: str
+    reason: str
+    data: bytes | None = None
+    result_ttl: float = 86400.0
+
+
+Settlement = Ack | Release | Bury
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    ready: int = 0
+    scheduled: int = 0
+    running: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: str
+    queue: str
+    body: bytes
+    reason: str
+    died_at: float
+    delivery_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    id: str
+    info: dict[str, Any] = field(default_factory=dict)
+    last_seen: float = 0.0
+
+
+class Backend(abc.ABC):
+    """Abstract backend. Subclasses implement the primitives; `wait` and `wait_for_work` have
+    polling defaults that a backend with server-side notifications overrides."""
+
+    url: str = ""
+
+    # --- producer -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def enqueue(self, messages: Sequence[Message], now: float) -> list[str]:
+        """Write messages atomically each. Returns, per message, the id that holds its dedup
+        key: the message's own id when written, the existing holder's id when not."""
+
+    # --- consumer -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def claim(self, queues: Sequence[str] | None, worker_id: str, now: float, lease_for: float,
+              limit: int) -> list[Delivery]:
+        """Take up to `limit` messages that are ready (`ready_at <= now`) or whose lease ran
+        out, highest priority first, FIFO within a priority. `queues=None`: every queue."""
+
+    @abc.abstractmethod
+    def extend(self, leases: Sequence[tuple[str, str]], now: float,
+               lease_for: float) -> set[str]:
+        """Heartbeat: push the lease of each (id, token) to now + lease_for. Returns the tokens
+        still held."""
+
+    @abc.abstractmethod
+    def settle(self, settlements: Sequence[Settlement], now: float) -> list[bool]:
+        """Apply acks, releases and burials, each fenced by its token."""
+
+    def ack(self, id: str, token: str, data: bytes | None, now: float, *, state: str = SUCCESS,
+            result_ttl: float = 86400.0) -> bool:
+        return self.settle([Ack(id, token, data, state, result_ttl)], now)[0]
+
+    def release(self, id: str, token: str, ready_at: float, now: float, *,
+                body: bytes | None = None, attempted: bool = True) -> bool:
+        return self.settle([Release(id, token, ready_at, body, attempted)], now)[0]
+
+    def bury(self, id: str, token: str, reason: str, now: float, *, data: bytes | None = None,
+             result_ttl: float = 86400.0) -> bool:
+        return self.settle([Bury(id, token, reason, data, result_ttl)], now)[0]
+
+    # --- results --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get_results(self, ids: Sequence[str], now: float) -> dict[str, StoredResult]:
+        """State (and result bytes once settled) of each known id; unknown ids are absent."""
+
+    def wait(self, ids: Sequence[str], timeout: float | None, now_fn: Any = time.time,
+             ) -> dict[str, StoredResult]:
+        """Block until every id is in a terminal state or `timeout` seconds pass; returns what
+        is known then. The default polls with a growing interval (1 ms up to 50 ms), which
+        keeps a waiting caller near 1% of a core."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = 0.001
+        while True:
+            found = self.get_results(ids, now_fn())
+            if all(i in found and found[i].state in TERMINAL_STATES for i in ids):
+                return found
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return found
+                interval = min(interval, left)
+            time.sleep(interval)
+            interval = min(interval * 1.5, 0.05)
+
+    def wait_for_work(self, queues: Sequence[str] | None, timeout: float) -> None:
+        """Sleep until work may be ready or `timeout` passes. The default just sleeps; the
+        consumer grows the timeout while idle."""
+        if timeout > 0:
+            time.sleep(timeout)
+
+    # --- coordination ---------------------------------------------------------------------
+    @abc.abstractmethod
+    def try_lock(self, key: str, owner: str, ttl: float, now: float) -> bool:
+        """Take (or renew, if `owner` holds it) the lock `key` until now + ttl."""
+
+    @abc.abstractmethod
+    def unlock(self, key: str, owner: str) -> bool:
+        """Release `key` if `owner` holds it."""
+
+    @abc.abstractmethod
+    def incr(self, key: str, by: int, ttl: float, now: float) -> int:
+        """Add `by` to counter `key` (created at 0 with expiry now + ttl) and return it."""
+
+    # --- administration (Inspector, CLI, worker registry) ---------------------------------
+    @abc.abstractmethod
+    def queue_stats(self, now: float) -> dict[str, QueueStats]: ...
+
+    @abc.abstractmethod
+    def dead_letters(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]: ...
+
+    @abc.abstractmethod
+    def retry_dead(self, ids: Sequence[str] | None, now: float) -> list[str]:
+        """Put dead letters back in their queue (all when `ids` is None); their stored FAILURE
+        result is removed. Returns the ids requeued."""
+
+    @abc.abstractmethod
+    def purge_dead(self, ids: Sequence[str] | None = None) -> int: ...
+
+    @abc.abstractmethod
+    def purge(self, queue: str | None, now: float) -> int:
+        """Delete messages waiting in `queue` (all queues when None); running ones stay."""
+
+    @abc.abstractmethod
+    def put_worker(self, worker: WorkerInfo, now: float, ttl: float) -> None: ...
+
+    @abc.abstractmethod
+    def remove_worker(self, worker_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def workers(self, now: float) -> list[WorkerInfo]: ...
+
+    @abc.abstractmethod
+    def housekeeping(self, now: float) -> None:
+        """Drop expired results, dedup keys, locks and counters."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

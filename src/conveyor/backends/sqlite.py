@@ -1,0 +1,478 @@
+"""sqlite:/// — the embedded default: one file, many producer and worker processes.
+
+Safety on one file comes from WAL mode (readers never block the writer), a busy timeout plus a
+retry loop around every write (so "database is locked" never reaches a user), and claims done
+as one `UPDATE ... RETURNING` statement inside `BEGIN IMMEDIATE`. `synchronous=NORMAL` (the
+default) keeps every committed transaction across a process crash; `?synchronous=FULL` in the
+URL also keeps it across a power cut.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..errors import BackendUnavailable, ConfigError
+from .base import (
+    FAILURE,
+    Ack,
+    Backend,
+    Bury,
+    DeadLetter,
+    Delivery,
+    Message,
+    QueueStats,
+    Release,
+    Settlement,
+    StoredResult,
+    WorkerInfo,
+)
+from .memory import derived_state
+
+T = TypeVar("T")
+SCHEMA_VERSION = 1
+_SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conveyor_messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    ready_at REAL NOT NULL,
+    avail_at REAL NOT NULL,
+    body BLOB NOT NULL,
+    delivery_count INTEGER NOT NULL DEFAULT 0,
+    token TEXT,
+    lease_until REAL,
+    worker TEXT,
+    dead INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    died_at REAL,
+    dedup_key TEXT,
+    dedup_retention REAL NOT NULL DEFAULT 0,
+    enqueued_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conveyor_messages_claim
+    ON conveyor_messages (queue, priority DESC, seq) WHERE dead = 0;
+CREATE INDEX IF NOT EXISTS conveyor_messages_dead
+    ON conveyor_messages (died_at) WHERE dead = 1;
+CREATE TABLE IF NOT EXISTS conveyor_results (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    data BLOB,
+    updated_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conveyor_dedup (
+    key TEXT PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    expires_at REAL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conveyor_locks (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conveyor_counters (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conveyor_workers (
+    id TEXT PRIMARY KEY,
+    info TEXT NOT NULL,
+    last_seen REAL NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+_INSERT = ("INSERT INTO conveyor_messages (id, queue, priority, ready_at, avail_at, body, "
+           "dedup_key, dedup_retention, enqueued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+           "ON CONFLICT (id) DO NOTHING")
+
+
+def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
+    """`sqlite:///relative.db`, `sqlite:////absolute.db` -> (path, options)."""
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise ConfigError(f"bad SQLite URL {url!r}: use sqlite:///relative/path.db or "
+                          "sqlite:////absolute/path.db (three slashes, then the path)")
+    path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+    if not path or path == ":memory:":
+        raise ConfigError(f"bad SQLite URL {url!r}: it names no file (an in-memory SQLite "
+                          "database is not shared between processes; use memory:// for tests)")
+    options = {k.lower(): v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = set(options) - {"synchronous", "busy_timeout"}
+    if unknown:
+        raise ConfigError(f"bad SQLite URL {url!r}: unknown option(s) {', '.join(sorted(unknown))}"
+                          " (known: synchronous, busy_timeout)")
+    sync = options.get("synchronous", "NORMAL").upper()
+    if sync not in _SYNC_MODES:
+        raise ConfigError(f"bad SQLite URL {url!r}: synchronous must be one of {_SYNC_MODES}")
+    options["synchronous"] = sync
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"bad SQLite URL {url!r}: directory {directory!r} does not exist")
+    return path, options
+
+
+class SqliteBackend(Backend):
+    def __init__(self, url: str = "sqlite:///conveyor.db") -> None:
+        self.url = url
+        self.path, options = parse_sqlite_url(url)
+        self.synchronous = options["synchronous"]
+        self.busy_timeout = float(options.get("busy_timeout", "60"))
+        self._local = threading.local()
+        self._schema_lock = threading.Lock()
+        self._schema_ready_pid = 0
+
+    # --- connections ----------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        pid = os.getpid()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", 0) == pid:
+            return conn
+        conn = self._connect()
+        self._local.conn, self._local.pid = conn, pid
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                                   check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"cannot open SQLite database {self.path!r} ({self.url}): "
+                                     f"{exc}") from None
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        self._retrying(lambda: self._ensure_schema(conn))
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        return conn
+
+    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+        with self._schema_lock:
+            if self._schema_ready_pid == os.getpid():
+                return
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                # CREATE ... IF NOT EXISTS makes a race between two processes harmless.
+                try:
+                    conn.executescript("BEGIN IMMEDIATE;" + SCHEMA +
+                                       f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            elif version > SCHEMA_VERSION:
+                raise ConfigError(f"SQLite database {self.path!r} has schema version {version}, "
+                                  f"newer than this conveyor understands ({SCHEMA_VERSION})")
+            self._schema_ready_pid = os.getpid()
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        """Run `fn`, retrying while SQLite says the database is busy or locked."""
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if "locked" not in text and "busy" not in text:
+                    raise
+                if time.monotonic() > deadline:
+                    raise BackendUnavailable(f"SQLite database {self.path!r} stayed locked for "
+                                             f"{self.busy_timeout:.0f}s: {exc}") from None
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.05)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            with self._tx() as conn:
+                return fn(conn)
+        return self._retrying(run)
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return self._retrying(lambda: fn(self._conn()))
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", 0) == os.getpid():
+            conn.close()
+        self._local = threading.local()
+
+    # --- producer -------------------------------------------------------------------------
+    def enqueue(self, messages: Sequence[Message], now: float) -> list[str]:
+        rows = [(m.id, m.queue, m.priority, m.ready_at, m.ready_at, m.body, m.dedup_key,
+                 m.dedup_retention, now) for m in messages]
+        if not any(m.dedup_key for m in messages):
+            if len(rows) == 1:  # one statement is its own transaction: the fast path
+                self._retrying(lambda: self._conn().execute(_INSERT, rows[0]))
+            else:
+                self._write(lambda c: c.executemany(_INSERT, rows))
+            return [m.id for m in messages]
+        return self._write(lambda c: [self._enqueue_one(c, m, r, now)
+                                      for m, r in zip(messages, rows, strict=True)])
+
+    @staticmethod
+    def _enqueue_one(conn: sqlite3.Connection, m: Message, row: tuple[Any, ...],
+                     now: float) -> str:
+        if m.dedup_key is not None:
+            held = conn.execute("SELECT message_id, expires_at FROM conveyor_dedup WHERE key = ?",
+                                (m.dedup_key,)).fetchone()
+            if held is not None and (held[1] is None or held[1] > now):
+                return str(held[0])
+        if conn.execute(_INSERT, row).rowcount == 0:
+            return m.id  # that id is already queued
+        if m.dedup_key is not None:
+            conn.execute("INSERT OR REPLACE INTO conveyor_dedup (key, message_id, expires_at) "
+                         "VALUES (?, ?, NULL)", (m.dedup_key, m.id))
+        return m.id
+
+    # --- consumer -------------------------------------------------------------------------
+    def claim(self, queues: Sequence[str] | None, worker_id: str, now: float, lease_for: float,
+              limit: int) -> list[Delivery]:
+        if queues is not None and not queues:
+            return []
+        where = "dead = 0 AND avail_at <= ?"
+        params: list[Any] = [now]
+        if queues is not None:
+            where += f" AND queue IN ({','.join('?' * len(queues))})"
+            params.extend(queues)
+        # A cheap read first: an idle poll must not take the write lock.
+        probe = f"SELECT 1 FROM conveyor_messages WHERE {where} LIMIT 1"
+        if self._read(lambda c: c.execute(probe, params).fetchone()) is None:
+            return []
+        token = os.urandom(8).hex() + "."
+        until = now + lease_for
+        sql = (f"UPDATE conveyor_messages SET token = ? || seq, lease_until = ?, avail_at = ?, "
+               f"delivery_count = delivery_count + 1, worker = ? WHERE seq IN ("
+               f"SELECT seq FROM conveyor_messages WHERE {where} "
+               f"ORDER BY priority DESC, seq LIMIT ?) "
+               f"RETURNING seq, id, queue, body, priority, delivery_count, token")
+        args = [token, until, until, worker_id, *params, limit]
+        rows = self._write(lambda c: c.execute(sql, args).fetchall())
+        rows.sort(key=lambda r: (-r[4], r[0]))
+        return [Delivery(r[1], r[2], bytes(r[3]), r[4], r[5], r[6], until) for r in rows]
+
+    def extend(self, leases: Sequence[tuple[str, str]], now: float,
+               lease_for: float) -> set[str]:
+        if not leases:
+            return set()
+        until = now + lease_for
+
+        def run(conn: sqlite3.Connection) -> set[str]:
+            held = set()
+            for mid, token in leases:
+                cur = conn.execute("UPDATE conveyor_messages SET lease_until = ?, avail_at = ? "
+                                   "WHERE id = ? AND token = ? AND dead = 0",
+                                   (until, until, mid, token))
+                if cur.rowcount:
+                    held.add(token)
+            return held
+        return self._write(run)
+
+    def settle(self, settlements: Sequence[Settlement], now: float) -> list[bool]:
+        return self._write(lambda c: [self._settle_one(c, s, now) for s in settlements])
+
+    def _settle_one(self, conn: sqlite3.Connection, s: Settlement, now: float) -> bool:
+        if isinstance(s, Ack):
+            row = conn.execute("DELETE FROM conveyor_messages WHERE id = ? AND token = ? "
+                               "AND dead = 0 RETURNING dedup_key, dedup_retention",
+                               (s.id, s.token)).fetchone()
+            if row is None:
+                return False
+            if s.data is not None:
+                conn.execute("INSERT OR REPLACE INTO conveyor_results VALUES (?, ?, ?, ?, ?)",
+                             (s.id, s.state, s.data, now, now + s.result_ttl))
+            self._release_key(conn, s.id, row[0], row[1], now)
+            return True
+        if isinstance(s, Release):
+            cur = conn.execute(
+                "UPDATE conveyor_messages SET token = NULL, lease_until = NULL, worker = NULL, "
+                "ready_at = ?, avail_at = ?, body = coalesce(?, body), "
+                "delivery_count = max(0, delivery_count - ?) "
+                "WHERE id = ? AND token = ? AND dead = 0",
+                (s.ready_at, s.ready_at, s.body, 0 if s.attempted else 1, s.id, s.token))
+            if cur.rowcount and s.attempted:  # a retry goes behind what is already queued
+                conn.execute("UPDATE conveyor_messages SET seq = (SELECT max(seq) + 1 FROM "
+                             "conveyor_messages) WHERE id = ?", (s.id,))
+            return bool(cur.rowcount)
+        row = conn.execute(
+            "UPDATE conveyor_messages SET token = NULL, lease_until = NULL, dead = 1, "
+            "reason = ?, died_at = ? WHERE id = ? AND token = ? AND dead = 0 "
+            "RETURNING dedup_key, dedup_retention", (s.reason, now, s.id, s.token)).fetchone()
+        if row is None:
+            return False
+        conn.execute("INSERT OR REPLACE INTO conveyor_results VALUES (?, ?, ?, ?, ?)",
+                     (s.id, FAILURE, s.data, now, now + s.result_ttl))
+        self._release_key(conn, s.id, row[0], row[1], now)
+        return True
+
+    @staticmethod
+    def _release_key(conn: sqlite3.Connection, mid: str, key: str | None, retention: float,
+                     now: float) -> None:
+        if key is None:
+            return
+        if retention > 0:
+            conn.execute("UPDATE conveyor_dedup SET expires_at = ? WHERE key = ? AND "
+                         "message_id = ?", (now + retention, key, mid))
+        else:
+            conn.execute("DELETE FROM conveyor_dedup WHERE key = ? AND message_id = ?",
+                         (key, mid))
+
+    # --- results --------------------------------------------------------------------------
+    def get_results(self, ids: Sequence[str], now: float) -> dict[str, StoredResult]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+
+        def run(conn: sqlite3.Connection) -> dict[str, StoredResult]:
+            out: dict[str, StoredResult] = {}
+            for mid, ready_at, dc, token, lease_until, died_at in conn.execute(
+                    f"SELECT id, ready_at, delivery_count, token, lease_until, died_at FROM "
+                    f"conveyor_messages WHERE id IN ({marks})", list(ids)):
+                if died_at is None:
+                    leased = token is not None and lease_until > now
+                    out[mid] = StoredResult(mid, derived_state(ready_at, dc, leased, now))
+                else:
+                    out[mid] = StoredResult(mid, FAILURE, None, died_at)
+            missing = [i for i in ids if i not in out or out[i].state == FAILURE]
+            if missing:
+                for mid, state, data, updated in conn.execute(
+                        f"SELECT id, state, data, updated_at FROM conveyor_results WHERE id IN "
+                        f"({','.join('?' * len(missing))}) AND expires_at > ?", [*missing, now]):
+                    out[mid] = StoredResult(mid, state, None if data is None else bytes(data),
+                                            updated)
+            return out
+        return self._read(run)
+
+    # --- coordination ---------------------------------------------------------------------
+    def try_lock(self, key: str, owner: str, ttl: float, now: float) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT INTO conveyor_locks (key, owner, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, "
+                "expires_at = excluded.expires_at WHERE conveyor_locks.owner = excluded.owner "
+                "OR conveyor_locks.expires_at <= ?", (key, owner, now + ttl, now))
+            return bool(cur.rowcount)
+        return self._write(run)
+
+    def unlock(self, key: str, owner: str) -> bool:
+        return self._write(lambda c: bool(c.execute(
+            "DELETE FROM conveyor_locks WHERE key = ? AND owner = ?", (key, owner)).rowcount))
+
+    def incr(self, key: str, by: int, ttl: float, now: float) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "INSERT INTO conveyor_counters (key, value, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET "
+                "value = CASE WHEN expires_at <= ? THEN excluded.value ELSE value + ? END, "
+                "expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at "
+                "ELSE expires_at END RETURNING value", (key, by, now + ttl, now, by, now)
+            ).fetchone()
+            return int(row[0])
+        return self._write(run)
+
+    # --- administration -------------------------------------------------------------------
+    def queue_stats(self, now: float) -> dict[str, QueueStats]:
+        rows = self._read(lambda c: c.execute(
+            "SELECT queue, "
+            "sum(token IS NULL AND ready_at <= ?), "
+            "sum(token IS NULL AND ready_at > ?), "
+            "sum(token IS NOT NULL AND lease_until > ?), "
+            "sum(token IS NOT NULL AND lease_until <= ?) "
+            "FROM conveyor_messages WHERE dead = 0 GROUP BY queue ORDER BY queue",
+            (now, now, now, now)).fetchall())
+        return {q: QueueStats(int(r or 0) + int(lost or 0), int(s or 0), int(run or 0))
+                for q, r, s, run, lost in rows}
+
+    def dead_letters(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
+        rows = self._read(lambda c: c.execute(
+            "SELECT id, queue, body, reason, died_at, delivery_count FROM conveyor_messages "
+            "WHERE dead = 1 ORDER BY died_at, seq LIMIT ? OFFSET ?", (limit, offset)).fetchall())
+        return [DeadLetter(r[0], r[1], bytes(r[2]), r[3] or "", r[4], r[5]) for r in rows]
+
+    def retry_dead(self, ids: Sequence[str] | None, now: float) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            if ids is None:
+                found = [r[0] for r in conn.execute(
+                    "SELECT id FROM conveyor_messages WHERE dead = 1 ORDER BY died_at, seq")]
+            else:
+                found = [i for i in ids if conn.execute(
+                    "SELECT 1 FROM conveyor_messages WHERE id = ? AND dead = 1", (i,)).fetchone()]
+            for i in found:
+                conn.execute(
+                    "UPDATE conveyor_messages SET dead = 0, reason = NULL, died_at = NULL, "
+                    "delivery_count = 0, ready_at = ?, avail_at = ?, dedup_key = NULL, "
+                    "seq = (SELECT max(seq) + 1 FROM conveyor_messages) WHERE id = ?",
+                    (now, now, i))
+                conn.execute("DELETE FROM conveyor_results WHERE id = ?", (i,))
+            return found
+        return self._write(run)
+
+    def purge_dead(self, ids: Sequence[str] | None = None) -> int:
+        if ids is None:
+            return self._write(lambda c: c.execute(
+                "DELETE FROM conveyor_messages WHERE dead = 1").rowcount)
+        return self._write(lambda c: sum(c.execute(
+            "DELETE FROM conveyor_messages WHERE dead = 1 AND id = ?", (i,)).rowcount
+            for i in ids))
+
+    def purge(self, queue: str | None, now: float) -> int:
+        cond = "dead = 0 AND token IS NULL" + ("" if queue is None else " AND queue = ?")
+        params: tuple[Any, ...] = () if queue is None else (queue,)
+
+        def run(conn: sqlite3.Connection) -> int:
+            keys = conn.execute(f"SELECT id, dedup_key FROM conveyor_messages WHERE {cond} "
+                                "AND dedup_key IS NOT NULL", params).fetchall()
+            for mid, key in keys:
+                self._release_key(conn, mid, key, 0, now)
+            return conn.execute(f"DELETE FROM conveyor_messages WHERE {cond}", params).rowcount
+        return self._write(run)
+
+    def put_worker(self, worker: WorkerInfo, now: float, ttl: float) -> None:
+        self._write(lambda c: c.execute(
+            "INSERT OR REPLACE INTO conveyor_workers VALUES (?, ?, ?, ?)",
+            (worker.id, json.dumps(worker.info), now, now + ttl)))
+
+    def remove_worker(self, worker_id: str) -> None:
+        self._write(lambda c: c.execute("DELETE FROM conveyor_workers WHERE id = ?",
+                                        (worker_id,)))
+
+    def workers(self, now: float) -> list[WorkerInfo]:
+        rows = self._read(lambda c: c.execute(
+            "SELECT id, info, last_seen FROM conveyor_workers WHERE expires_at > ? ORDER BY id",
+            (now,)).fetchall())
+        return [WorkerInfo(r[0], json.loads(r[1]), r[2]) for r in rows]
+
+    def housekeeping(self, now: float) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            for table in ("conveyor_results", "conveyor_locks", "conveyor_counters",
+                          "conveyor_workers"):
+                conn.execute(f"DELETE FROM {table} WHERE expires_at <= ?", (now,))
+            conn.execute("DELETE FROM conveyor_dedup WHERE expires_at IS NOT NULL AND "
+                         "expires_at <= ?", (now,))
+        self._write(run)

@@ -1,0 +1,87 @@
+"""The message that travels from producer to worker.
+
+Decoders ignore fields they do not know and default the ones that are missing, so an older
+worker reads a newer producer's message as long as the format version is one it understands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import SerializationError
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    id: str
+    task: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    queue: str = "default"
+    priority: int = 0
+    created_at: float = 0.0
+    expires_at: float | None = None
+    retries: int | None = None  # per-call override of the task's `retries`
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "v": FORMAT_VERSION,
+            "id": self.id,
+            "task": self.task,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "queue": self.queue,
+            "priority": self.priority,
+            "created_at": self.created_at,
+        }
+        if self.expires_at is not None:
+            data["expires_at"] = self.expires_at
+        if self.retries is not None:
+            data["retries"] = self.retries
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Envelope:
+        """Validate a decoded body; raises SerializationError naming what is wrong."""
+        if not isinstance(data, dict):
+            raise SerializationError(f"message is a {type(data).__name__}, not an object")
+        version = data.get("v")
+        if not isinstance(version, int):
+            raise SerializationError("message has no format version")
+        if version > FORMAT_VERSION:
+            raise SerializationError(
+                f"message format version {version} is newer than this worker understands "
+                f"(up to {FORMAT_VERSION}): upgrade conveyor on the workers")
+        try:
+            args = data.get("args", [])
+            kwargs = data.get("kwargs", {})
+            if not isinstance(args, list):
+                raise SerializationError("message 'args' is not a list")
+            if not isinstance(kwargs, dict):
+                raise SerializationError("message 'kwargs' is not an object")
+            expires = data.get("expires_at")
+            retries = data.get("retries")
+            env = cls(
+                id=_str(data, "id"),
+                task=_str(data, "task"),
+                args=args,
+                kwargs=kwargs,
+                queue=str(data.get("queue", "default")),
+                priority=int(data.get("priority", 0)),
+                created_at=float(data.get("created_at", 0.0)),
+                expires_at=None if expires is None else float(expires),
+                retries=None if retries is None else int(retries),
+            )
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(f"malformed message: {exc}") from None
+        return env
+
+
+def _str(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise SerializationError(f"message field {key!r} is missing or not a string")
+    return value

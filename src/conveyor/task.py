@@ -1,0 +1,165 @@
+"""What `@app.task` makes: a callable with `delay`, `apply_async` and `map`, plus its options
+and the context a bound task receives."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from .errors import ConfigError, Retry
+from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from .app import Conveyor
+    from .result import Result, ResultGroup
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+NOT_YET = ("rate_limit", "concurrency", "unique")
+
+
+def seconds(value: float | timedelta | None, what: str) -> float | None:
+    """Durations are seconds (float) or timedelta everywhere."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{what} must be seconds or a timedelta, not {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    name: str
+    queue: str
+    priority: int = 0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    timeout: float | None = None
+    store_result: bool = True
+    result_ttl: float | None = None
+    bind: bool = False
+
+
+def build_options(fn: Callable[..., Any], default_queue: str, *, name: str | None = None,
+                  queue: str | None = None, priority: int = 0, retries: int = 0,
+                  retry_delay: float | timedelta = 1.0, retry_backoff: bool | float = False,
+                  retry_backoff_max: float | timedelta = 600.0, retry_jitter: bool = False,
+                  retry_on: type[BaseException] | Sequence[type[BaseException]] = (Exception,),
+                  timeout: float | timedelta | None = None, store_result: bool = True,
+                  result_ttl: float | timedelta | None = None, bind: bool = False,
+                  **unknown: Any) -> TaskOptions:
+    """Validate decorator options at decoration time, naming the bad one."""
+    task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+    for opt in NOT_YET:
+        if opt in unknown:
+            raise ConfigError(f"task {task_name}: option {opt!r} is not supported yet")
+    if unknown:
+        raise ConfigError(f"task {task_name}: unknown option(s) {', '.join(sorted(unknown))}")
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ConfigError(f"task {task_name}: retries must be a whole number >= 0")
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise ConfigError(f"task {task_name}: priority must be an integer")
+    on = (retry_on,) if isinstance(retry_on, type) else tuple(retry_on)
+    if not all(isinstance(e, type) and issubclass(e, BaseException) for e in on):
+        raise ConfigError(f"task {task_name}: retry_on must be exception classes")
+    delay = seconds(retry_delay, f"task {task_name}: retry_delay") or 0.0
+    limit = seconds(timeout, f"task {task_name}: timeout")
+    if limit is not None and limit <= 0:
+        raise ConfigError(f"task {task_name}: timeout must be > 0 seconds")
+    return TaskOptions(
+        name=task_name,
+        queue=queue or default_queue,
+        priority=priority,
+        retry=RetryPolicy(retries, delay, retry_backoff,
+                          seconds(retry_backoff_max, "retry_backoff_max") or 0.0, retry_jitter),
+        retry_on=on,
+        timeout=limit,
+        store_result=store_result,
+        result_ttl=seconds(result_ttl, f"task {task_name}: result_ttl"),
+        bind=bind,
+    )
+
+
+@dataclass(slots=True)
+class TaskContext:
+    """What a `bind=True` task receives first."""
+
+    id: str
+    name: str
+    attempt: int
+    retries_left: int
+    queue: str
+    cancelled: bool = False
+
+    def retry(self, delay: float | None = None, exc: BaseException | None = None) -> None:
+        """Run this task again after `delay` seconds (or its retry policy); raises."""
+        raise Retry(delay=delay, exc=exc)
+
+
+class Task(Generic[P, R]):
+    """A registered task. Calling it runs the function here; `delay` enqueues it."""
+
+    def __init__(self, app: Conveyor, fn: Callable[..., Any], options: TaskOptions) -> None:
+        self.app = app
+        self.fn = fn
+        self.options = options
+        self.name = options.name
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.__wrapped__ = fn
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", self.name)
+        self.__module__ = getattr(fn, "__module__", "")
+        self._signature: inspect.Signature | None = None
+
+    @property
+    def signature(self) -> inspect.Signature:
+        """The signature callers must fit (without the context of a bound task)."""
+        if self._signature is None:
+            sig = inspect.signature(self.fn)
+            if self.options.bind:
+                params = list(sig.parameters.values())[1:]
+                sig = sig.replace(parameters=params)
+            self._signature = sig
+        return self._signature
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self.options.bind:
+            ctx = TaskContext("local", self.name, 1, self.options.retry.retries,
+                              self.options.queue)
+            result = self.fn(ctx, *args, **kwargs)
+        else:
+            result = self.fn(*args, **kwargs)
+        if self.is_async:
+            import asyncio
+            return asyncio.run(result)  # type: ignore[no-any-return]
+        return result  # type: ignore[no-any-return]
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Result:
+        """Enqueue with these arguments and return a Result at once."""
+        return self.app.send(self, args, kwargs)
+
+    def apply_async(self, args: Sequence[Any] | None = None,
+                    kwargs: dict[str, Any] | None = None, *,
+                    countdown: float | timedelta | None = None, eta: datetime | None = None,
+                    queue: str | None = None, priority: int | None = None,
+                    expires: float | timedelta | datetime | None = None,
+                    retries: int | None = None, task_id: str | None = None,
+                    **options: Any) -> Result:
+        """Enqueue with options; see API.md §2."""
+        return self.app.send(self, tuple(args or ()), dict(kwargs or {}), countdown=countdown,
+                             eta=eta, queue=queue, priority=priority, expires=expires,
+                             retries=retries, task_id=task_id, **options)
+
+    def map(self, argument_tuples: Iterable[Sequence[Any] | Any]) -> ResultGroup:
+        """Enqueue one task per argument tuple (one backend call); results keep that order."""
+        calls = [tuple(a) if isinstance(a, list | tuple) else (a,) for a in argument_tuples]
+        return self.app.send_many(self, calls)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
