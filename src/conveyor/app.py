@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
 from .backends import create_backend, redact, resolve_url
@@ -212,7 +212,7 @@ class Conveyor:
 def _timestamp(when: datetime) -> float:
     if when.tzinfo is None:
         when = when.astimezone()  # naive datetimes are local time, as datetime.timestamp() says
-    return when.astimezone(timezone.utc).timestamp()
+    return when.astimezone(UTC).timestamp()
 
 
 def _name_culprit(codec: Codec, task: Task[Any, Any], args: tuple[Any, ...],

@@ -1,0 +1,218 @@
+"""The claim loop: claim a small batch, run each delivery, settle it; plus the heartbeat
+thread that extends the leases this process holds.
+
+One `Slot` runs one task at a time. A process-pool child runs one slot in its main thread; the
+thread pool runs N slots in N threads. Each slot claims for itself, so no task payload ever
+passes through another process or a shared in-memory queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from ..backends.base import Ack, Backend, Bury, Delivery, Release
+from .executor import Executor, Finished, Prepared
+
+if TYPE_CHECKING:
+    from ..app import Conveyor
+
+log = logging.getLogger("conveyor.worker")
+
+IDLE_MIN = 0.001  # first idle poll after activity (seconds)
+IDLE_MAX = 0.1  # slowest idle poll
+FAST_TASK = 0.005  # tasks quicker than this let a slot claim bigger batches
+MAX_BATCH = 16
+
+
+class Reporter(Protocol):
+    """Who hears what a slot is doing (the supervisor over a pipe, or the thread host)."""
+
+    def claimed(self, batch: Sequence[Delivery]) -> None: ...
+
+    def started(self, p: Prepared, deadline: float | None) -> None: ...
+
+    def finished(self, d: Delivery, timed: bool) -> None: ...
+
+
+class NullReporter:
+    def claimed(self, batch: Sequence[Delivery]) -> None:
+        pass
+
+    def started(self, p: Prepared, deadline: float | None) -> None:
+        pass
+
+    def finished(self, d: Delivery, timed: bool) -> None:
+        pass
+
+
+class Held:
+    """The leases this process holds, shared by its slots and its heartbeat thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._leases: dict[str, str] = {}
+
+    def add(self, batch: Sequence[Delivery]) -> None:
+        with self._lock:
+            for d in batch:
+                self._leases[d.id] = d.token
+
+    def discard(self, id: str) -> None:
+        with self._lock:
+            self._leases.pop(id, None)
+
+    def snapshot(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._leases.items())
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+
+class LeaseKeeper(threading.Thread):
+    """Extends every held lease each `lease/3` seconds, so a task that runs longer than the
+    lease is never taken by a second worker while this process lives."""
+
+    def __init__(self, app: Conveyor, backend: Backend, held: Held,
+                 stop: threading.Event) -> None:
+        super().__init__(name="conveyor-leases", daemon=True)
+        self.app, self.backend, self.held, self.stop = app, backend, held, stop
+        self.interval = max(0.2, app.lease / 3)
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.beat()
+
+    def beat(self) -> None:
+        leases = self.held.snapshot()
+        if not leases:
+            return
+        try:
+            kept = self.backend.extend(leases, self.app.clock.now(), self.app.lease)
+        except Exception as exc:  # the backend is down: keep trying; the lease may run out
+            log.warning("could not extend %d lease(s): %s", len(leases), exc)
+            return
+        for mid, token in leases:
+            if token not in kept:
+                self.held.discard(mid)
+                log.warning("lease of task %s was lost (it may run again elsewhere)", mid)
+
+
+class Slot:
+    """Runs one delivery at a time: claim -> prepare -> run -> settle."""
+
+    def __init__(self, app: Conveyor, backend: Backend, queues: Sequence[str] | None,
+                 worker_id: str, held: Held, stop: threading.Event,
+                 reporter: Reporter | None = None, max_tasks: int | None = None) -> None:
+        self.app, self.backend, self.queues = app, backend, queues
+        self.worker_id, self.held, self.stop = worker_id, held, stop
+        self.reporter = reporter or NullReporter()
+        self.max_tasks = max_tasks
+        self.executor = Executor(app)
+        self.done = 0
+
+    def _exhausted(self) -> bool:
+        return self.max_tasks is not None and self.done >= self.max_tasks
+
+    def run(self) -> int:
+        """Loop until told to stop (or `max_tasks` ran). Returns how many deliveries ran."""
+        limit, idle = 1, IDLE_MIN
+        while not self.stop.is_set() and not self._exhausted():
+            try:
+                batch = self.backend.claim(self.queues, self.worker_id, self.app.clock.now(),
+                                           self.app.lease, limit)
+            except Exception as exc:
+                log.error("claim failed: %s; retrying", exc)
+                self.stop.wait(min(idle * 10, 2.0))
+                idle = min(max(idle * 2, 0.05), 2.0)
+                continue
+            if not batch:
+                self.backend.wait_for_work(self.queues, idle)
+                idle = min(idle * 2, IDLE_MAX)
+                continue
+            idle = IDLE_MIN
+            self.held.add(batch)
+            if len(batch) > 1:
+                self.reporter.claimed(batch)
+            started = time.perf_counter()
+            ran = 0
+            for i, d in enumerate(batch):
+                if self.stop.is_set() or self._exhausted():
+                    self.give_back(batch[i:])
+                    break
+                self.process(d)
+                ran += 1
+            if ran:
+                per_task = (time.perf_counter() - started) / ran
+                limit = min(limit * 2, MAX_BATCH) if per_task < FAST_TASK else 1
+        return self.done
+
+    def give_back(self, unstarted: Sequence[Delivery]) -> None:
+        """Release claimed but unstarted deliveries at once, uncounted, for another worker."""
+        now = self.app.clock.now()
+        try:
+            self.backend.settle([Release(d.id, d.token, now, attempted=False)
+                                 for d in unstarted], now)
+        except Exception as exc:
+            log.warning("could not give back %d task(s): %s (they return after their lease)",
+                        len(unstarted), exc)
+        for d in unstarted:
+            self.held.discard(d.id)
+
+    def process(self, d: Delivery) -> None:
+        prepared = self.executor.prepare(d)
+        t0 = time.perf_counter()
+        name = "?"
+        timed = False
+        if isinstance(prepared, Finished):
+            fin = prepared
+        else:
+            name = prepared.task.name
+            limit = prepared.task.options.timeout
+            timed = limit is not None
+            deadline = None if limit is None else self.app.clock.now() + limit
+            log.info("%s[%s] started (attempt %d)", name, d.id, prepared.attempt)
+            self.reporter.started(prepared, deadline)
+            fin = self.executor.run(prepared)
+        self.done += 1
+        settled = self.settle(fin)
+        self.held.discard(d.id)
+        self.reporter.finished(d, timed)
+        log_outcome(name, d.id, fin, time.perf_counter() - t0, settled)
+
+    def settle(self, fin: Finished) -> bool:
+        """Apply the outcome, retrying while the backend is unreachable (up to half a lease:
+        after that the lease runs out and the task runs again, which is at-least-once)."""
+        deadline = time.monotonic() + self.app.lease / 2
+        delay = 0.05
+        while True:
+            try:
+                return self.backend.settle([fin.settlement], self.app.clock.now())[0]
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    log.error("could not settle task %s: %s; it will run again after its "
+                              "lease", fin.settlement.id, exc)
+                    return False
+                log.warning("settle failed (%s); retrying", exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
+def log_outcome(name: str, id: str, fin: Finished, seconds: float, settled: bool) -> None:
+    s = fin.settlement
+    if not settled:
+        log.warning("%s[%s] %s in %.3fs but its lease was taken over: outcome discarded",
+                    name, id, fin.outcome, seconds)
+    elif isinstance(s, Ack):
+        log.info("%s[%s] %s in %.3fs", name, id, fin.outcome, seconds)
+    elif isinstance(s, Release):
+        log.warning("%s[%s] will retry after %.3fs: %s", name, id, seconds, fin.detail)
+    elif isinstance(s, Bury):
+        log.error("%s[%s] %s after %.3fs -> dead letters: %s", name, id, fin.outcome, seconds,
+                  s.reason)
+
+

@@ -1,0 +1,104 @@
+"""`conveyor worker`: logging, the start-up banner, the worker registry, and the pool."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from ..backends.base import WorkerInfo
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..app import Conveyor
+
+log = logging.getLogger("conveyor.worker")
+POOLS = ("process", "thread")
+
+
+def setup_logging(level: str) -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ConfigError(f"unknown log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        "[%(asctime)s] %(levelname)s %(processName)s: %(message)s"))
+    root = logging.getLogger("conveyor")
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    root.propagate = False
+
+
+def run_worker(app: Conveyor, *, concurrency: int | None = None, pool: str = "process",
+               queues: list[str] | None = None, max_tasks_per_child: int | None = None,
+               log_level: str = "INFO", grace: float = 30.0, node: str | None = None) -> int:
+    """Run a worker until SIGTERM/SIGINT. Returns the process exit code."""
+    from .pools import ThreadHost
+    from .supervisor import Supervisor, default_concurrency
+
+    if pool not in POOLS:
+        raise ConfigError(f"unknown pool {pool!r}: use one of {', '.join(POOLS)}")
+    if pool == "process" and app.url.startswith("memory:"):
+        raise ConfigError("memory:// lives in one process and cannot feed a process pool: "
+                          "use --pool thread, or a sqlite:/// URL")
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError("concurrency (-c) must be at least 1")
+    if max_tasks_per_child is not None and max_tasks_per_child < 1:
+        raise ConfigError("--max-tasks-per-child must be at least 1")
+    setup_logging(log_level)
+    n = concurrency or default_concurrency()
+    names = queues or app.queues()
+    node_name = node or socket.gethostname()
+    worker_id = f"{node_name}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    started = app.clock.now()
+    info = {"node": node_name, "pid": os.getpid(), "pool": pool, "concurrency": n,
+            "queues": names, "started_at": started}
+
+    def heartbeat() -> None:
+        app.backend.put_worker(WorkerInfo(worker_id, info), app.clock.now(), 30.0)
+
+    banner(app, pool, n, names, worker_id, max_tasks_per_child)
+    heartbeat()  # fails fast (BackendUnavailable) if the backend cannot be reached
+    t0 = time.monotonic()
+    try:
+        if pool == "thread":
+            code = ThreadHost(app, concurrency=n, queues=names, worker_id=worker_id,
+                              grace=grace, heartbeat=heartbeat).run()
+        else:
+            code = Supervisor(app, concurrency=n, queues=names, worker_id=worker_id,
+                              max_tasks_per_child=max_tasks_per_child, grace=grace,
+                              heartbeat=heartbeat).run()
+    finally:
+        try:
+            app.backend.remove_worker(worker_id)
+        except Exception as exc:
+            log.warning("could not unregister worker: %s", exc)
+    log.info("worker %s stopped after %.1fs", worker_id, time.monotonic() - t0)
+    return code
+
+
+def banner(app: Conveyor, pool: str, n: int, queues: list[str], worker_id: str,
+           max_tasks: int | None) -> None:
+    from .. import __version__
+
+    lines = [
+        f"conveyor {__version__} worker {worker_id}",
+        f"  backend:     {app.safe_url}",
+        f"  pool:        {pool}, concurrency {n}"
+        + (f", max {max_tasks} tasks per child" if max_tasks else ""),
+        f"  queues:      {', '.join(queues)}",
+        f"  lease:       {app.lease:g}s",
+        f"  tasks ({len(app.tasks)}):",
+    ]
+    for name, task in sorted(app.tasks.items()):
+        opts = [f"queue={task.options.queue}"]
+        if task.options.retry.retries:
+            opts.append(f"retries={task.options.retry.retries}")
+        if task.options.timeout:
+            opts.append(f"timeout={task.options.timeout:g}s")
+        lines.append(f"    . {name} ({', '.join(opts)})")
+    log.info("\n".join(lines))

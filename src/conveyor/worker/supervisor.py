@@ -1,0 +1,302 @@
+"""The process-pool supervisor: spawn, reap, replace, signals, hard time limits.
+
+It never touches task payloads. Each child tells it which task it started (id, lease token,
+name, attempt, deadline); with that it can settle the task when the child dies (`worker
+lost`) or overruns (`TaskTimeout`), fenced by the token so it never overrides a settle the
+child managed to make.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING, Any
+
+from ..backends.base import Delivery, Release
+from .child import child_main
+from .executor import Finished, lost_failure, timeout_failure
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+    from ..app import Conveyor
+
+log = logging.getLogger("conveyor.worker")
+
+
+@dataclass(slots=True)
+class Running:
+    id: str
+    token: str
+    task: str
+    attempt: int
+    retries: int
+    deadline: float | None
+
+
+@dataclass(slots=True)
+class Child:
+    index: int
+    process: BaseProcess
+    conn: Connection
+    running: Running | None = None
+    claimed: dict[str, str] = field(default_factory=dict)  # id -> token, not yet started
+    said_bye: bool = False
+
+
+class Supervisor:
+    def __init__(self, app: Conveyor, *, concurrency: int, queues: list[str] | None,
+                 worker_id: str, max_tasks_per_child: int | None, grace: float,
+                 heartbeat: Callable[[], None] | None = None) -> None:
+        self.app = app
+        self.concurrency = concurrency
+        self.queues = queues
+        self.worker_id = worker_id
+        self.max_tasks = max_tasks_per_child
+        self.grace = grace
+        self.heartbeat = heartbeat
+        self.children: dict[int, Child] = {}
+        self.stopping_since: float | None = None
+        self.signals = 0
+        methods = multiprocessing.get_all_start_methods()
+        self.mp: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        self._wake_r, self._wake_w = socket.socketpair()
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def run(self) -> int:
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        old_fd = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for i in range(self.concurrency):
+                self.spawn(i)
+            self.loop()
+        finally:
+            signal.set_wakeup_fd(old_fd)
+            for s, h in old.items():
+                signal.signal(s, h)
+        return 0
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signals += 1
+
+    def spawn(self, index: int) -> None:
+        parent, child = self.mp.Pipe(duplex=True)
+        proc = self.mp.Process(target=child_main, name=f"conveyor-child-{index}",
+                               args=(self.app, child, self.worker_id, self.queues,
+                                     self.max_tasks), daemon=False)
+        proc.start()
+        child.close()
+        self.children[index] = Child(index, proc, parent)
+        log.debug("child %d started (pid %s)", index, proc.pid)
+
+    def loop(self) -> None:
+        next_beat = 0.0
+        handled_signals = 0
+        while self.children:
+            now = time.monotonic()
+            if self.heartbeat is not None and now >= next_beat:
+                self._safe(self.heartbeat)
+                next_beat = now + 5.0
+            if self.signals != handled_signals:
+                handled_signals = self.signals
+                self.on_stop_signal(handled_signals)
+            if (self.stopping_since is not None
+                    and time.monotonic() - self.stopping_since > self.grace):
+                log.warning("grace period of %.0fs is over: stopping at once", self.grace)
+                self.stop_now()
+                break
+            self.check_deadlines()
+            waitables: list[Any] = [self._wake_r]
+            for c in self.children.values():
+                waitables += [c.conn, c.process.sentinel]
+            ready = wait(waitables, timeout=self._next_timeout())
+            if self._wake_r in ready:
+                try:
+                    while self._wake_r.recv(512):
+                        pass
+                except BlockingIOError:
+                    pass
+            for c in list(self.children.values()):
+                if c.conn in ready:
+                    self.read(c)
+                if c.process.sentinel in ready:
+                    self.reap(c)
+
+    def _next_timeout(self) -> float:
+        timeout = 1.0
+        wall = self.app.clock.now()
+        for c in self.children.values():
+            if c.running is not None and c.running.deadline is not None:
+                timeout = min(timeout, max(0.0, c.running.deadline - wall))
+        return timeout
+
+    # --- messages from children -----------------------------------------------------------
+    def read(self, c: Child) -> None:
+        try:
+            while c.conn.poll():
+                self.on_message(c, c.conn.recv())
+        except (EOFError, OSError):
+            pass
+
+    def on_message(self, c: Child, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "start":
+            _, mid, token, task, attempt, retries, deadline = msg
+            c.claimed.pop(mid, None)
+            c.running = Running(mid, token, task, attempt, retries, deadline)
+        elif kind == "claimed":
+            c.claimed = dict(msg[1])
+        elif kind == "done":
+            if c.running is not None and c.running.id == msg[1]:
+                c.running = None
+        elif kind == "bye":
+            c.said_bye = True
+            c.running = None
+            c.claimed.clear()
+
+    # --- child ends -----------------------------------------------------------------------
+    def reap(self, c: Child) -> None:
+        self.read(c)  # what it said before dying
+        c.process.join(timeout=5)
+        code = c.process.exitcode
+        del self.children[c.index]
+        c.conn.close()
+        if not c.said_bye:
+            how = _describe_exit(code)
+            log.error("child %d (pid %s) died: %s", c.index, c.process.pid, how)
+            self.settle_lost(c, how)
+        if self.stopping_since is None:
+            self.spawn(c.index)
+
+    def settle_lost(self, c: Child, how: str) -> None:
+        if c.running is not None:
+            r = c.running
+            task = self.app.tasks.get(r.task)
+            if task is not None:
+                fin = lost_failure(self.app, _delivery(r), task, r.attempt, r.retries, how)
+                self.apply(fin, r.task)
+        self.give_back(c)
+
+    def give_back(self, c: Child) -> None:
+        if not c.claimed:
+            return
+        now = self.app.clock.now()
+        releases = [Release(mid, tok, now, attempted=False) for mid, tok in c.claimed.items()
+                    if c.running is None or mid != c.running.id]
+        c.claimed.clear()
+        if releases:
+            self._settle_quietly(releases, now)
+
+    def apply(self, fin: Finished, task: str) -> None:
+        s = fin.settlement
+        try:
+            ok = self.app.backend.settle([s], self.app.clock.now())[0]
+        except Exception as exc:
+            log.error("could not settle %s[%s]: %s (it runs again after its lease)", task,
+                      s.id, exc)
+            return
+        if ok:
+            log.error("%s[%s] %s: %s", task, s.id, fin.outcome, fin.detail or
+                      getattr(s, "reason", ""))
+
+    # --- time limits ----------------------------------------------------------------------
+    def check_deadlines(self) -> None:
+        now = self.app.clock.now()
+        for c in list(self.children.values()):
+            r = c.running
+            if r is None or r.deadline is None or now < r.deadline:
+                continue
+            self.read(c)  # it may have just finished
+            r = c.running
+            if r is None or r.deadline is None or now < r.deadline:
+                continue
+            log.error("%s[%s] passed its time limit: killing child %d (pid %s)", r.task, r.id,
+                      c.index, c.process.pid)
+            self.kill(c)
+            task = self.app.tasks.get(r.task)
+            if task is not None:
+                self.apply(timeout_failure(self.app, _delivery(r), task, r.attempt, r.retries,
+                                           task.options.timeout), r.task)
+            c.running = None
+            self.give_back(c)
+            c.said_bye = True  # settled here; reap() must not settle it again
+            self.reap(c)
+
+    def kill(self, c: Child) -> None:
+        try:
+            c.process.kill()
+        except (OSError, AttributeError):
+            pass
+        c.process.join(timeout=5)
+
+    # --- stopping -------------------------------------------------------------------------
+    def on_stop_signal(self, count: int) -> None:
+        if count == 1 and self.stopping_since is None:
+            log.info("stopping: finishing running tasks (up to %.0fs); signal again to stop "
+                     "at once", self.grace)
+            self.stopping_since = time.monotonic()
+            for c in self.children.values():
+                try:
+                    c.conn.send(("stop",))
+                except (OSError, EOFError):
+                    pass
+        elif count >= 2:
+            log.warning("stopping at once: unfinished tasks go back to the queue")
+            self.stop_now()
+
+    def stop_now(self) -> None:
+        for c in list(self.children.values()):
+            self.kill(c)
+        now = self.app.clock.now()
+        for c in list(self.children.values()):
+            self.read(c)
+            if not c.said_bye:
+                if c.running is not None:
+                    c.claimed[c.running.id] = c.running.token
+                    c.running = None
+                releases = [Release(mid, tok, now, attempted=False)
+                            for mid, tok in c.claimed.items()]
+                if releases:
+                    self._settle_quietly(releases, now)
+            c.conn.close()
+        self.children.clear()
+
+    def _settle_quietly(self, releases: list[Release], now: float) -> None:
+        self._safe(lambda: self.app.backend.settle(releases, now))
+
+    def _safe(self, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except Exception as exc:
+            log.warning("backend call failed: %s", exc)
+
+
+def _delivery(r: Running) -> Delivery:
+    return Delivery(r.id, "", b"", 0, r.attempt, r.token, 0.0)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "did not exit"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        extra = " (out of memory?)" if -code == signal.SIGKILL else ""
+        return f"killed by {name}{extra}"
+    return f"exited with code {code}"
+
+
+def default_concurrency() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else (os.cpu_count() or 1))
