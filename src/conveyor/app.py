@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from collections.abc import Callable, Sequence
@@ -99,7 +100,7 @@ class Conveyor:
                   priority: int | None = None, expires: float | timedelta | datetime | None = None,
                   retries: int | None = None) -> tuple[Envelope, bytes]:
         try:
-            task.signature.bind(*args, **kwargs)
+            task.check_arguments(args, kwargs)
         except TypeError as exc:
             raise TypeError(f"{task.name}: {exc}") from None
         if retries is not None and (not isinstance(retries, int) or retries < 0):
@@ -110,7 +111,7 @@ class Conveyor:
         elif expires is not None:
             expires_at = now + (seconds(expires, "expires") or 0.0)
         env = Envelope(
-            id=task_id or uuid.uuid4().hex,
+            id=task_id or os.urandom(16).hex(),
             task=task.name,
             args=list(args),
             kwargs=kwargs,

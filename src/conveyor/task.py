@@ -116,6 +116,7 @@ class Task(Generic[P, R]):
         self.__name__ = getattr(fn, "__name__", self.name)
         self.__module__ = getattr(fn, "__module__", "")
         self._signature: inspect.Signature | None = None
+        self._arity: int | None = None
 
     @property
     def signature(self) -> inspect.Signature:
@@ -127,6 +128,17 @@ class Task(Generic[P, R]):
                 sig = sig.replace(parameters=params)
             self._signature = sig
         return self._signature
+
+    def check_arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """Raise TypeError when these arguments do not fit the function (as calling it would).
+        A plain positional call of a simple function skips the full `bind` (the hot path)."""
+        if self._arity is None:
+            params = self.signature.parameters.values()
+            simple = all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty
+                         for p in params)
+            self._arity = len(self.signature.parameters) if simple else -1
+        if kwargs or self._arity < 0 or len(args) != self._arity:
+            self.signature.bind(*args, **kwargs)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         if self.options.bind:

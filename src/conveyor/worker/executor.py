@@ -84,7 +84,7 @@ class Executor:
             return self._dead(d, f"worker lost: delivered {d.delivery_count} times without an "
                                  "outcome", "WorkerLost", "the worker running it died", task.name)
         try:
-            task.signature.bind(*env.args, **env.kwargs)
+            task.check_arguments(env.args, env.kwargs)
         except TypeError as exc:
             return self._dead(d, f"arguments do not fit {task.name}: {exc}", "TypeError",
                               str(exc), task.name)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.worker")
 POOLS = ("process", "thread")
+HOUSEKEEPING_EVERY = 60.0  # seconds between sweeps of expired results, keys and locks
 
 
 def setup_logging(level: str) -> None:
@@ -58,8 +59,15 @@ def run_worker(app: Conveyor, *, concurrency: int | None = None, pool: str = "pr
     info = {"node": node_name, "pid": os.getpid(), "pool": pool, "concurrency": n,
             "queues": names, "started_at": started}
 
+    last_housekeeping = [0.0]
+
     def heartbeat() -> None:
-        app.backend.put_worker(WorkerInfo(worker_id, info), app.clock.now(), 30.0)
+        """Every few seconds: say we are alive; every minute: drop expired rows."""
+        now = app.clock.now()
+        app.backend.put_worker(WorkerInfo(worker_id, info), now, 30.0)
+        if now - last_housekeeping[0] >= HOUSEKEEPING_EVERY:
+            last_housekeeping[0] = now
+            app.backend.housekeeping(now)
 
     banner(app, pool, n, names, worker_id, max_tasks_per_child)
     heartbeat()  # fails fast (BackendUnavailable) if the backend cannot be reached
