@@ -1,0 +1,239 @@
+"""A read-mostly view of one app's backend, for the command line and the dashboard.
+
+It turns the backend's administration calls into plain values a person can read (dead letters
+decoded into task name, arguments and reason; worker heartbeats into ages) and holds the few
+admin actions (retry or purge dead letters, purge queues), so the CLI and the dashboard never
+touch backend internals or message bodies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .backends.base import PENDING, TERMINAL_STATES, DeadLetter, WorkerInfo
+from .envelope import Envelope
+from .errors import SerializationError, TaskFailed
+
+if TYPE_CHECKING:
+    from .app import Conveyor
+    from .task import Task
+
+_PAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    name: str
+    ready: int = 0
+    scheduled: int = 0
+    running: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    id: str
+    node: str
+    pid: int | None
+    pool: str
+    concurrency: int | None
+    queues: list[str] | None
+    last_seen: float
+    age: float  # seconds since the last heartbeat
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadTask:
+    """A dead letter, decoded. `task` is "?" (and `decode_error` says why) when the body cannot
+    be read with this app's serializer and key."""
+
+    id: str
+    queue: str
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    reason: str
+    died_at: float
+    attempts: int
+    decode_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    name: str
+    queue: str
+    priority: int
+    retries: int
+    timeout: float | None
+    store_result: bool
+    bind: bool
+    is_async: bool
+    options: dict[str, Any] = field(default_factory=dict)  # the non-default extras
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    queues: list[QueueInfo]
+    workers: list[WorkerStatus]
+    dead: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What is known about one task id: its state and, once finished, its value or error."""
+
+    id: str
+    state: str
+    ready: bool
+    value: Any = None
+    error: TaskFailed | None = None
+
+
+class Inspector:
+    """Queue stats, workers, dead letters and the task registry of one app."""
+
+    def __init__(self, app: Conveyor) -> None:
+        self.app = app
+
+    def _now(self) -> float:
+        return self.app.clock.now()
+
+    # --- reading --------------------------------------------------------------------------
+    def queues(self) -> list[QueueInfo]:
+        """Every queue with messages, plus the app's known queues (at zero when empty)."""
+        stats = self.app.backend.queue_stats(self._now())
+        names = list(self.app.queues())
+        names += sorted(q for q in stats if q not in names)
+        out = []
+        for name in names:
+            s = stats.get(name)
+            out.append(QueueInfo(name) if s is None
+                       else QueueInfo(name, s.ready, s.scheduled, s.running))
+        return out
+
+    def workers(self) -> list[WorkerStatus]:
+        now = self._now()
+        return [_worker_status(w, now) for w in self.app.backend.workers(now)]
+
+    def dead_letters(self, limit: int = 100, offset: int = 0) -> list[DeadTask]:
+        """Oldest first."""
+        return [self._decode_dead(d) for d in self.app.backend.dead_letters(limit, offset)]
+
+    def dead_count(self) -> int:
+        """How many dead letters there are (pages through them: the backend has no count)."""
+        total = 0
+        while True:
+            page = len(self.app.backend.dead_letters(_PAGE, total))
+            total += page
+            if page < _PAGE:
+                return total
+
+    def status(self) -> Status:
+        return Status(self.queues(), self.workers(), self.dead_count())
+
+    def tasks(self) -> list[TaskInfo]:
+        """The registered tasks, sorted by name."""
+        return [_task_info(t) for _, t in sorted(self.app.tasks.items())]
+
+    def outcome(self, task_id: str, wait: bool = False, timeout: float | None = None) -> Outcome:
+        """The state of `task_id` (waiting for it to finish when `wait`); raises
+        conveyor.TimeoutError when waiting runs out of time."""
+        result = self.app.result(task_id)
+        if wait:
+            try:
+                value = result.get(timeout=timeout)
+            except TaskFailed as exc:
+                return Outcome(task_id, result.state, True, None, exc)
+            return Outcome(task_id, result.state, True, value)
+        found = self.app.backend.get_results([task_id], self._now()).get(task_id)
+        if found is None:
+            return Outcome(task_id, PENDING, False)
+        if found.state not in TERMINAL_STATES:
+            return Outcome(task_id, found.state, False)
+        decoded = self.app.decode_outcome(found, None, propagate=False)
+        if isinstance(decoded, TaskFailed):
+            return Outcome(task_id, found.state, True, None, decoded)
+        return Outcome(task_id, found.state, True, decoded)
+
+    # --- admin actions --------------------------------------------------------------------
+    def retry_dead(self, ids: Sequence[str] | None = None) -> list[str]:
+        """Put dead letters back in their queue (all when `ids` is None); returns the ids."""
+        return self.app.backend.retry_dead(None if ids is None else list(ids), self._now())
+
+    def purge_dead(self, ids: Sequence[str] | None = None) -> int:
+        return self.app.backend.purge_dead(None if ids is None else list(ids))
+
+    def purge(self, queue: str | None = None) -> int:
+        """Delete waiting messages of `queue` (every queue when None); running ones stay."""
+        return self.app.backend.purge(queue, self._now())
+
+    def migrate(self) -> str:
+        """Create or upgrade the backend's schema; returns what happened, for a person."""
+        backend = self.app.backend
+        migrate = getattr(backend, "migrate", None)
+        if callable(migrate):  # backends with versioned schemas (PostgreSQL) provide this
+            done = migrate()
+            return str(done) if done else "schema is up to date"
+        backend.queue_stats(self._now())  # a cheap call that connects and creates the schema
+        if self.app.url.startswith("memory:"):
+            return "nothing to migrate: memory:// keeps nothing between processes"
+        return "schema is ready (this backend creates and upgrades it on first use)"
+
+    # --- decoding -------------------------------------------------------------------------
+    def _decode_dead(self, d: DeadLetter) -> DeadTask:
+        try:
+            env = Envelope.from_dict(self.app.codec.decode(d.body))
+        except SerializationError as exc:
+            return DeadTask(d.id, d.queue, "?", [], {}, d.reason, d.died_at, d.delivery_count,
+                            str(exc))
+        return DeadTask(d.id, d.queue, env.task, env.args, env.kwargs, d.reason, d.died_at,
+                        d.delivery_count)
+
+
+def _worker_status(w: WorkerInfo, now: float) -> WorkerStatus:
+    info = w.info
+    node = info.get("node") or info.get("hostname") or w.id.split(":", 1)[0]
+    queues = info.get("queues")
+    return WorkerStatus(
+        id=w.id,
+        node=str(node),
+        pid=_int_or_none(info.get("pid")),
+        pool=str(info.get("pool") or "?"),
+        concurrency=_int_or_none(info.get("concurrency")),
+        queues=[str(q) for q in queues] if isinstance(queues, list) else None,
+        last_seen=w.last_seen,
+        age=max(0.0, now - w.last_seen),
+        info=dict(info),
+    )
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _task_info(task: Task[Any, Any]) -> TaskInfo:
+    o = task.options
+    extras: dict[str, Any] = {}
+    if o.retry.retries:
+        extras["retry_delay"] = o.retry.delay
+        if o.retry.backoff:
+            extras["retry_backoff"] = o.retry.backoff
+        if o.retry.jitter:
+            extras["retry_jitter"] = True
+    if o.retry_on != (Exception,):
+        extras["retry_on"] = [e.__name__ for e in o.retry_on]
+    if o.result_ttl is not None:
+        extras["result_ttl"] = o.result_ttl
+    return TaskInfo(o.name, o.queue, o.priority, o.retry.retries, o.timeout, o.store_result,
+                    o.bind, task.is_async, extras)
+
+
+__all__ = ["DeadTask", "Inspector", "Outcome", "QueueInfo", "Status", "TaskInfo",
+           "WorkerStatus"]
