@@ -103,8 +103,15 @@ class Conveyor:
             task.check_arguments(args, kwargs)
         except TypeError as exc:
             raise TypeError(f"{task.name}: {exc}") from None
-        if retries is not None and (not isinstance(retries, int) or retries < 0):
+        if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool)
+                                    or retries < 0):
             raise ConfigError(f"{task.name}: retries must be a whole number >= 0")
+        if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
+            raise ConfigError(f"{task.name}: priority must be an integer, not {priority!r}")
+        if task_id is not None and (not isinstance(task_id, str) or not task_id):
+            raise ConfigError(f"{task.name}: task_id must be a non-empty string, not {task_id!r}")
+        if queue is not None and (not isinstance(queue, str) or not queue):
+            raise ConfigError(f"{task.name}: queue must be a non-empty string, not {queue!r}")
         expires_at: float | None = None
         if isinstance(expires, datetime):
             expires_at = _timestamp(expires)
@@ -116,7 +123,7 @@ class Conveyor:
             args=list(args),
             kwargs=kwargs,
             queue=queue or task.options.queue,
-            priority=task.options.priority if priority is None else int(priority),
+            priority=task.options.priority if priority is None else priority,
             created_at=now,
             expires_at=expires_at,
             retries=retries,

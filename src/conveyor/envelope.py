@@ -69,13 +69,13 @@ class Envelope:
                 task=_str(data, "task"),
                 args=args,
                 kwargs=kwargs,
-                queue=str(data.get("queue", "default")),
-                priority=int(data.get("priority", 0)),
+                queue=_str(data, "queue") if "queue" in data else "default",
+                priority=_int(data.get("priority", 0), "priority"),
                 created_at=float(data.get("created_at", 0.0)),
                 expires_at=None if expires is None else float(expires),
-                retries=None if retries is None else int(retries),
+                retries=None if retries is None else _int(retries, "retries"),
             )
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise SerializationError(f"malformed message: {exc}") from None
         return env
 
@@ -84,4 +84,10 @@ def _str(data: dict[str, Any], key: str) -> str:
     value = data.get(key)
     if not isinstance(value, str) or not value:
         raise SerializationError(f"message field {key!r} is missing or not a string")
+    return value
+
+
+def _int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SerializationError(f"message field {key!r} is not an integer")
     return value

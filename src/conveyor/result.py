@@ -75,7 +75,7 @@ class Result:
         """Wait for the value. Raises `TaskFailed` (or returns it with propagate=False) when the
         task failed, and `conveyor.TimeoutError` when `timeout` seconds pass first."""
         self._check_stores()
-        found = self.app.backend.wait([self.id], timeout).get(self.id)
+        found = self.app.backend.wait([self.id], timeout, self.app.clock.now).get(self.id)
         if found is None or found.state not in TERMINAL_STATES:
             state = PENDING if found is None else found.state
             raise TimeoutError(f"task {self.id} not finished after {timeout}s (state {state})")
@@ -143,7 +143,7 @@ class ResultGroup:
         if self.results and not isinstance(self.results[0], EagerResult):
             for r in self.results:
                 r._check_stores()
-            found = self.app.backend.wait(self.ids, timeout)
+            found = self.app.backend.wait(self.ids, timeout, self.app.clock.now)
             if not all(i in found and found[i].state in TERMINAL_STATES for i in self.ids):
                 done = sum(1 for s in found.values() if s.state in TERMINAL_STATES)
                 raise TimeoutError(f"{len(self.ids) - done} of {len(self.ids)} tasks not "

@@ -26,7 +26,10 @@ class RetryPolicy:
         delay = self.delay
         if self.backoff:
             factor = 2.0 if self.backoff is True else float(self.backoff)
-            delay = min(self.delay * factor ** max(0, attempt - 1), self.backoff_max)
+            try:
+                delay = min(self.delay * factor ** max(0, attempt - 1), self.backoff_max)
+            except OverflowError:
+                delay = self.backoff_max
         if self.jitter:
             # "Equal jitter": keeps at least half the delay, spreads the rest.
             delay = delay / 2 + (rng or random).uniform(0, delay / 2)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from .errors import ConfigError, SerializationError
@@ -38,20 +37,6 @@ class JsonSerializer:
     def __init__(self) -> None:
         self._encoder = json.JSONEncoder(allow_nan=False, separators=(",", ":"),
                                          ensure_ascii=False)
-        self._loads: Callable[[bytes], Any]
-        try:
-            import orjson
-
-            def _loads(data: bytes) -> Any:
-                try:
-                    return orjson.loads(data)
-                except orjson.JSONDecodeError:  # e.g. integers wider than 64 bits
-                    return json.loads(data)
-
-            self._loads = _loads
-        except ImportError:  # pragma: no cover - orjson is optional
-            self._loads = json.loads
-
     def dumps(self, value: Any) -> bytes:
         try:
             return self._encoder.encode(value).encode()
@@ -59,9 +44,11 @@ class JsonSerializer:
             raise SerializationError(str(exc)) from None
 
     def loads(self, data: bytes) -> Any:
+        # The standard library, not orjson: orjson turns integers wider than 64 bits into
+        # floats, and values must round-trip exactly as JSON does.
         try:
-            return self._loads(data)
-        except ValueError as exc:
+            return json.loads(data)
+        except (ValueError, RecursionError) as exc:
             raise SerializationError(f"invalid JSON: {exc}") from None
 
 
