@@ -114,12 +114,19 @@ class Slot:
         self.max_tasks = max_tasks
         self.executor = Executor(app)
         self.done = 0
+        self.slow: dict[str, float] = {}  # task name -> recent duration (seconds)
 
     def _exhausted(self) -> bool:
         return self.max_tasks is not None and self.done >= self.max_tasks
 
     def run(self) -> int:
-        """Loop until told to stop (or `max_tasks` ran). Returns how many deliveries ran."""
+        """Loop until told to stop (or `max_tasks` ran). Returns how many deliveries ran.
+
+        The claim batch adapts so that quick tasks amortise the claim while slow ones are never
+        hoarded: it starts at 1 after idling, doubles while tasks take under FAST_TASK, and the
+        unstarted rest of a batch is given back before a task known to be slow runs (and after
+        one turns out slow), so idle workers can take it.
+        """
         limit, idle = 1, IDLE_MIN
         while not self.stop.is_set() and not self._exhausted():
             try:
@@ -131,6 +138,7 @@ class Slot:
                 idle = min(max(idle * 2, 0.05), 2.0)
                 continue
             if not batch:
+                limit = 1
                 self.backend.wait_for_work(self.queues, idle)
                 idle = min(idle * 2, IDLE_MAX)
                 continue
@@ -138,18 +146,30 @@ class Slot:
             self.held.add(batch)
             if len(batch) > 1:
                 self.reporter.claimed(batch)
-            started = time.perf_counter()
-            ran = 0
-            for i, d in enumerate(batch):
-                if self.stop.is_set() or self._exhausted():
-                    self.give_back(batch[i:])
-                    break
-                self.process(d)
-                ran += 1
-            if ran:
-                per_task = (time.perf_counter() - started) / ran
-                limit = min(limit * 2, MAX_BATCH) if per_task < FAST_TASK else 1
+            all_fast = self.run_batch(batch)
+            limit = min(limit * 2, MAX_BATCH) if all_fast else 1
         return self.done
+
+    def run_batch(self, batch: Sequence[Delivery]) -> bool:
+        """Run a claimed batch; returns True when every task in it was quick."""
+        for i, d in enumerate(batch):
+            rest = batch[i + 1:]
+            if self.stop.is_set() or self._exhausted():
+                self.give_back(batch[i:])
+                return False
+            prepared = self.executor.prepare(d)
+            name = None if isinstance(prepared, Finished) else prepared.task.name
+            known_slow = name is not None and self.slow.get(name, 0.0) > FAST_TASK
+            if rest and known_slow:
+                self.give_back(rest)
+            seconds = self.process(d, prepared)
+            if name is not None:  # a moving average of each task's duration
+                self.slow[name] = 0.7 * self.slow.get(name, seconds) + 0.3 * seconds
+            if seconds > FAST_TASK or known_slow:
+                if rest and not known_slow:
+                    self.give_back(rest)
+                return False
+        return True
 
     def give_back(self, unstarted: Sequence[Delivery]) -> None:
         """Release claimed but unstarted deliveries at once, uncounted, for another worker."""
@@ -163,8 +183,8 @@ class Slot:
         for d in unstarted:
             self.held.discard(d.id)
 
-    def process(self, d: Delivery) -> None:
-        prepared = self.executor.prepare(d)
+    def process(self, d: Delivery, prepared: Prepared | Finished) -> float:
+        """Run one prepared delivery and settle it; returns how long it ran."""
         t0 = time.perf_counter()
         name = "?"
         timed = False
@@ -182,7 +202,9 @@ class Slot:
         settled = self.settle(fin)
         self.held.discard(d.id)
         self.reporter.finished(d, timed)
-        log_outcome(name, d.id, fin, time.perf_counter() - t0, settled)
+        seconds = time.perf_counter() - t0
+        log_outcome(name, d.id, fin, seconds, settled)
+        return seconds
 
     def settle(self, fin: Finished) -> bool:
         """Apply the outcome, retrying while the backend is unreachable (up to half a lease:
