@@ -92,8 +92,9 @@ class MemoryBackend(Backend):
                 heapq.heappush(self._ready.setdefault(msg.queue, []), (-msg.priority, seq, mid))
         for mid, msg in list(self._leased.items()):
             if msg.lease_until <= now:
+                # The token stays until a claim takes the message: a slow holder may still
+                # settle or extend it while nobody else has.
                 del self._leased[mid]
-                msg.token = None
                 heapq.heappush(self._ready.setdefault(msg.queue, []), (-msg.priority, msg.seq, mid))
 
     def _release_key(self, msg: _Msg, now: float) -> None:
@@ -147,8 +148,8 @@ class MemoryBackend(Backend):
                     while heap:
                         _, seq, mid = heap[0]
                         msg = self._messages.get(mid)
-                        if (msg is None or msg.dead or msg.token is not None or msg.seq != seq
-                                or msg.ready_at > now):
+                        if (msg is None or msg.dead or msg.seq != seq or msg.ready_at > now
+                                or (msg.token is not None and msg.lease_until > now)):
                             heapq.heappop(heap)
                             continue
                         break
@@ -174,6 +175,7 @@ class MemoryBackend(Backend):
                 msg = self._messages.get(mid)
                 if msg is not None and not msg.dead and msg.token == token:
                     msg.lease_until = now + lease_for
+                    self._leased[mid] = msg  # it may have been promoted: expire it again
                     held.add(token)
         return held
 
@@ -280,7 +282,8 @@ class MemoryBackend(Backend):
     def retry_dead(self, ids: Sequence[str] | None, now: float) -> list[str]:
         out: list[str] = []
         with self._lock:
-            targets = ([m for m in self._messages.values() if m.dead] if ids is None
+            targets = (sorted((m for m in self._messages.values() if m.dead),
+                              key=lambda m: (m.died_at, m.seq)) if ids is None
                        else [m for i in ids if (m := self._messages.get(i)) and m.dead])
             for msg in targets:
                 msg.dead = False
@@ -305,7 +308,8 @@ class MemoryBackend(Backend):
     def purge(self, queue: str | None, now: float) -> int:
         with self._lock:
             doomed = [m for m in self._messages.values()
-                      if not m.dead and m.token is None and (queue is None or m.queue == queue)]
+                      if not m.dead and (m.token is None or m.lease_until <= now)
+                      and (queue is None or m.queue == queue)]
             for msg in doomed:
                 del self._messages[msg.id]
                 self._release_key(msg, now)

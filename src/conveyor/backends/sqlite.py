@@ -25,7 +25,6 @@ from .base import (
     FAILURE,
     Ack,
     Backend,
-    Bury,
     DeadLetter,
     Delivery,
     Message,
@@ -307,6 +306,8 @@ class SqliteBackend(Backend):
             if s.data is not None:
                 conn.execute("INSERT OR REPLACE INTO conveyor_results VALUES (?, ?, ?, ?, ?)",
                              (s.id, s.state, s.data, now, now + s.result_ttl))
+            else:  # a result of an earlier run of this id is not this run's
+                conn.execute("DELETE FROM conveyor_results WHERE id = ?", (s.id,))
             self._release_key(conn, s.id, row[0], row[1], now)
             return True
         if isinstance(s, Release):
@@ -442,14 +443,16 @@ class SqliteBackend(Backend):
             for i in ids))
 
     def purge(self, queue: str | None, now: float) -> int:
-        cond = "dead = 0 AND token IS NULL" + ("" if queue is None else " AND queue = ?")
-        params: tuple[Any, ...] = () if queue is None else (queue,)
+        # A message whose lease ran out is waiting again (queue_stats counts it as ready).
+        cond = "dead = 0 AND (token IS NULL OR lease_until <= ?)" + (
+            "" if queue is None else " AND queue = ?")
+        params: tuple[Any, ...] = (now,) if queue is None else (now, queue)
 
         def run(conn: sqlite3.Connection) -> int:
-            keys = conn.execute(f"SELECT id, dedup_key FROM conveyor_messages WHERE {cond} "
-                                "AND dedup_key IS NOT NULL", params).fetchall()
-            for mid, key in keys:
-                self._release_key(conn, mid, key, 0, now)
+            keys = conn.execute(f"SELECT id, dedup_key, dedup_retention FROM conveyor_messages "
+                                f"WHERE {cond} AND dedup_key IS NOT NULL", params).fetchall()
+            for mid, key, retention in keys:
+                self._release_key(conn, mid, key, retention, now)
             return conn.execute(f"DELETE FROM conveyor_messages WHERE {cond}", params).rowcount
         return self._write(run)
 
