@@ -155,6 +155,14 @@ class Backend(abc.ABC):
     def settle(self, settlements: Sequence[Settlement], now: float) -> list[bool]:
         """Apply acks, releases and burials, each fenced by its token."""
 
+    def settle_and_claim(self, settlements: Sequence[Settlement], queues: Sequence[str] | None,
+                         worker_id: str, now: float, lease_for: float, limit: int,
+                         ) -> tuple[list[bool], list[Delivery]]:
+        """Settle the outcomes of the last batch and claim the next one: the worker's hot path,
+        in one round trip (one transaction) where the backend can. This default makes two."""
+        done = self.settle(settlements, now) if settlements else []
+        return done, self.claim(queues, worker_id, now, lease_for, limit)
+
     def ack(self, id: str, token: str, data: bytes | None, now: float, *, state: str = SUCCESS,
             result_ttl: float = 86400.0) -> bool:
         return self.settle([Ack(id, token, data, state, result_ttl)], now)[0]

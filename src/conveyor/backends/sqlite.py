@@ -255,15 +255,39 @@ class SqliteBackend(Backend):
               limit: int) -> list[Delivery]:
         if queues is not None and not queues:
             return []
+        where, params = self._claimable(queues, now)
+        # A cheap read first: an idle poll must not take the write lock.
+        probe = f"SELECT 1 FROM conveyor_messages WHERE {where} LIMIT 1"
+        if self._read(lambda c: c.execute(probe, params).fetchone()) is None:
+            return []
+        return self._write(lambda c: self._claim(c, queues, worker_id, now, lease_for, limit))
+
+    def settle_and_claim(self, settlements: Sequence[Settlement], queues: Sequence[str] | None,
+                         worker_id: str, now: float, lease_for: float, limit: int,
+                         ) -> tuple[list[bool], list[Delivery]]:
+        if not settlements:
+            return [], self.claim(queues, worker_id, now, lease_for, limit)
+
+        def run(conn: sqlite3.Connection) -> tuple[list[bool], list[Delivery]]:
+            done = [self._settle_one(conn, s, now) for s in settlements]
+            if queues is not None and not queues:
+                return done, []
+            return done, self._claim(conn, queues, worker_id, now, lease_for, limit)
+        return self._write(run)
+
+    @staticmethod
+    def _claimable(queues: Sequence[str] | None, now: float) -> tuple[str, list[Any]]:
         where = "dead = 0 AND avail_at <= ?"
         params: list[Any] = [now]
         if queues is not None:
             where += f" AND queue IN ({','.join('?' * len(queues))})"
             params.extend(queues)
-        # A cheap read first: an idle poll must not take the write lock.
-        probe = f"SELECT 1 FROM conveyor_messages WHERE {where} LIMIT 1"
-        if self._read(lambda c: c.execute(probe, params).fetchone()) is None:
-            return []
+        return where, params
+
+    def _claim(self, conn: sqlite3.Connection, queues: Sequence[str] | None, worker_id: str,
+               now: float, lease_for: float, limit: int) -> list[Delivery]:
+        """One UPDATE ... RETURNING takes the batch; each row gets a token of its own."""
+        where, params = self._claimable(queues, now)
         token = os.urandom(8).hex() + "."
         until = now + lease_for
         sql = (f"UPDATE conveyor_messages SET token = ? || seq, lease_until = ?, avail_at = ?, "
@@ -271,8 +295,7 @@ class SqliteBackend(Backend):
                f"SELECT seq FROM conveyor_messages WHERE {where} "
                f"ORDER BY priority DESC, seq LIMIT ?) "
                f"RETURNING seq, id, queue, body, priority, delivery_count, token")
-        args = [token, until, until, worker_id, *params, limit]
-        rows = self._write(lambda c: c.execute(sql, args).fetchall())
+        rows = conn.execute(sql, [token, until, until, worker_id, *params, limit]).fetchall()
         rows.sort(key=lambda r: (-r[4], r[0]))
         return [Delivery(r[1], r[2], bytes(r[3]), r[4], r[5], r[6], until) for r in rows]
 

@@ -131,6 +131,23 @@ class BackendConformance:
         sizes = [len(self.take(backend, clock, limit=2)) for _ in range(4)]
         assert sizes == [2, 2, 1, 0]
 
+    def test_settle_and_claim_settles_then_claims_in_order(self, backend: Backend,
+                                                          clock: FakeClock) -> None:
+        self.put(backend, clock, msg("a"), msg("b"), msg("c", priority=3), msg("d"))
+        first = self.take(backend, clock, limit=2)
+        assert self.ids(first) == ["c", "a"]
+        stale = Ack("b", "not-a-token", b"x")
+        done, nxt = backend.settle_and_claim(
+            [Ack(first[0].id, first[0].token, b"r"), stale,
+             Release(first[1].id, first[1].token, clock.now() + 100)],
+            None, "w1", clock.now(), self.lease, 5)
+        assert done == [True, False, True]
+        assert self.ids(nxt) == ["b", "d"]
+        assert self.state(backend, clock, "c") == SUCCESS
+        assert self.state(backend, clock, "a") == RETRY
+        done, nxt = backend.settle_and_claim([], ["q"], "w1", clock.now(), self.lease, 5)
+        assert (done, nxt) == ([], [])
+
     def test_queue_filter(self, backend: Backend, clock: FakeClock) -> None:
         self.put(backend, clock, msg("a1", "a"), msg("b1", "b"), msg("c1", "c"), msg("a2", "a"))
         assert self.take(backend, clock, ["nope"]) == []

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from ..backends.base import Ack, Backend, Bury, Delivery, Release
@@ -102,8 +103,22 @@ class LeaseKeeper(threading.Thread):
                 log.warning("lease of task %s was lost (it may run again elsewhere)", mid)
 
 
+@dataclass(slots=True)
+class Outcome:
+    """A finished delivery whose settlement rides along with the next claim."""
+
+    fin: Finished
+    name: str
+    seconds: float
+
+
 class Slot:
-    """Runs one delivery at a time: claim -> prepare -> run -> settle."""
+    """Runs one delivery at a time: claim -> prepare -> run -> settle.
+
+    Settlements are not sent one by one: the outcomes of a batch go to the backend together
+    with the next claim (`settle_and_claim`), one round trip for both. Results of a batch of
+    quick tasks therefore become visible when the batch ends (at most MAX_BATCH x FAST_TASK).
+    """
 
     def __init__(self, app: Conveyor, backend: Backend, queues: Sequence[str] | None,
                  worker_id: str, held: Held, stop: threading.Event,
@@ -115,6 +130,7 @@ class Slot:
         self.executor = Executor(app)
         self.done = 0
         self.slow: dict[str, float] = {}  # task name -> recent duration (seconds)
+        self.pending: list[Outcome] = []
 
     def _exhausted(self) -> bool:
         return self.max_tasks is not None and self.done >= self.max_tasks
@@ -128,26 +144,31 @@ class Slot:
         one turns out slow), so idle workers can take it.
         """
         limit, idle = 1, IDLE_MIN
-        while not self.stop.is_set() and not self._exhausted():
-            try:
-                batch = self.backend.claim(self.queues, self.worker_id, self.app.clock.now(),
-                                           self.app.lease, limit)
-            except Exception as exc:
-                log.error("claim failed: %s; retrying", exc)
-                self.stop.wait(min(idle * 10, 2.0))
-                idle = min(max(idle * 2, 0.05), 2.0)
-                continue
-            if not batch:
-                limit = 1
-                self.backend.wait_for_work(self.queues, idle)
-                idle = min(idle * 2, IDLE_MAX)
-                continue
-            idle = IDLE_MIN
-            self.held.add(batch)
-            if len(batch) > 1:
-                self.reporter.claimed(batch)
-            all_fast = self.run_batch(batch)
-            limit = min(limit * 2, MAX_BATCH) if all_fast else 1
+        try:
+            while not self.stop.is_set() and not self._exhausted():
+                try:
+                    settled, batch = self.backend.settle_and_claim(
+                        [o.fin.settlement for o in self.pending], self.queues, self.worker_id,
+                        self.app.clock.now(), self.app.lease, limit)
+                except Exception as exc:
+                    log.error("claim failed: %s; retrying", exc)
+                    self.stop.wait(min(idle * 10, 2.0))
+                    idle = min(max(idle * 2, 0.05), 2.0)
+                    continue
+                self.settled(settled)
+                if not batch:
+                    limit = 1
+                    self.backend.wait_for_work(self.queues, idle)
+                    idle = min(idle * 2, IDLE_MAX)
+                    continue
+                idle = IDLE_MIN
+                self.held.add(batch)
+                if len(batch) > 1:
+                    self.reporter.claimed(batch)
+                all_fast = self.run_batch(batch)
+                limit = min(limit * 2, MAX_BATCH) if all_fast else 1
+        finally:
+            self.flush()
         return self.done
 
     def run_batch(self, batch: Sequence[Delivery]) -> bool:
@@ -184,7 +205,7 @@ class Slot:
             self.held.discard(d.id)
 
     def process(self, d: Delivery, prepared: Prepared | Finished) -> float:
-        """Run one prepared delivery and settle it; returns how long it ran."""
+        """Run one prepared delivery; its settlement joins `pending`. Returns its duration."""
         t0 = time.perf_counter()
         name = "?"
         timed = False
@@ -199,37 +220,47 @@ class Slot:
             self.reporter.started(prepared, deadline)
             fin = self.executor.run(prepared)
         self.done += 1
-        settled = self.settle(fin)
-        self.held.discard(d.id)
         self.reporter.finished(d, timed)
         seconds = time.perf_counter() - t0
-        log_outcome(name, d.id, fin, seconds, settled)
+        log_outcome(name, d.id, fin, seconds)
+        self.pending.append(Outcome(fin, name, seconds))
         return seconds
 
-    def settle(self, fin: Finished) -> bool:
-        """Apply the outcome, retrying while the backend is unreachable (up to half a lease:
-        after that the lease runs out and the task runs again, which is at-least-once)."""
+    def settled(self, results: Sequence[bool]) -> None:
+        """The pending outcomes reached the backend: say which ones were refused (lease lost)."""
+        for outcome, ok in zip(self.pending, results, strict=False):
+            self.held.discard(outcome.fin.settlement.id)
+            if not ok:
+                log.warning("%s[%s] %s but its lease was taken over: outcome discarded",
+                            outcome.name, outcome.fin.settlement.id, outcome.fin.outcome)
+        self.pending.clear()
+
+    def flush(self) -> None:
+        """Send pending outcomes, retrying while the backend is unreachable (up to half a lease:
+        after that the lease runs out and the tasks run again, which is at-least-once)."""
+        if not self.pending:
+            return
         deadline = time.monotonic() + self.app.lease / 2
         delay = 0.05
         while True:
             try:
-                return self.backend.settle([fin.settlement], self.app.clock.now())[0]
+                self.settled(self.backend.settle([o.fin.settlement for o in self.pending],
+                                                 self.app.clock.now()))
+                return
             except Exception as exc:
                 if time.monotonic() > deadline:
-                    log.error("could not settle task %s: %s; it will run again after its "
-                              "lease", fin.settlement.id, exc)
-                    return False
+                    log.error("could not settle %d task(s): %s; they run again after their "
+                              "lease", len(self.pending), exc)
+                    self.pending.clear()
+                    return
                 log.warning("settle failed (%s); retrying", exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
 
-def log_outcome(name: str, id: str, fin: Finished, seconds: float, settled: bool) -> None:
+def log_outcome(name: str, id: str, fin: Finished, seconds: float) -> None:
     s = fin.settlement
-    if not settled:
-        log.warning("%s[%s] %s in %.3fs but its lease was taken over: outcome discarded",
-                    name, id, fin.outcome, seconds)
-    elif isinstance(s, Ack):
+    if isinstance(s, Ack):
         log.info("%s[%s] %s in %.3fs", name, id, fin.outcome, seconds)
     elif isinstance(s, Release):
         log.warning("%s[%s] will retry after %.3fs: %s", name, id, seconds, fin.detail)
