@@ -42,7 +42,7 @@ _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conveyor_messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,  -- FIFO order; max+1, so never behind a live row
     id TEXT NOT NULL UNIQUE,
     queue TEXT NOT NULL,
     priority INTEGER NOT NULL DEFAULT 0,

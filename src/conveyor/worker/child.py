@@ -78,7 +78,8 @@ def child_main(app: Conveyor, conn: Connection, worker_id: str, queues: list[str
         log.exception("worker child crashed")
         code = 1
     stop.set()
-    reporter.send(("bye", slot.done))
+    if code == 0:  # a crash says no bye: the supervisor then settles what this child held
+        reporter.send(("bye", slot.done))
     try:
         backend.close()
     finally:

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.worker")
 
+QUICK_DEATH = 1.0  # a child dying sooner than this after its start is respawned with backoff
+MAX_RESPAWN_DELAY = 10.0
+
 
 @dataclass(slots=True)
 class Running:
@@ -49,6 +52,7 @@ class Child:
     running: Running | None = None
     claimed: dict[str, str] = field(default_factory=dict)  # id -> token, not yet started
     said_bye: bool = False
+    born: float = field(default_factory=time.monotonic)
 
 
 class Supervisor:
@@ -63,6 +67,8 @@ class Supervisor:
         self.grace = grace
         self.heartbeat = heartbeat
         self.children: dict[int, Child] = {}
+        self.respawn_at: dict[int, float] = {}  # index -> when to start its replacement
+        self.crash_delay: dict[int, float] = {}  # index -> backoff after quick deaths
         self.stopping_since: float | None = None
         self.signals = 0
         methods = multiprocessing.get_all_start_methods()
@@ -101,8 +107,12 @@ class Supervisor:
     def loop(self) -> None:
         next_beat = 0.0
         handled_signals = 0
-        while self.children:
+        while self.children or (self.respawn_at and self.stopping_since is None):
             now = time.monotonic()
+            for index, when in list(self.respawn_at.items()):
+                if now >= when and self.stopping_since is None:
+                    del self.respawn_at[index]
+                    self.spawn(index)
             if self.heartbeat is not None and now >= next_beat:
                 self._safe(self.heartbeat)
                 next_beat = now + 5.0
@@ -133,6 +143,8 @@ class Supervisor:
 
     def _next_timeout(self) -> float:
         timeout = 1.0
+        if self.respawn_at:
+            timeout = min(timeout, max(0.0, min(self.respawn_at.values()) - time.monotonic()))
         wall = self.app.clock.now()
         for c in self.children.values():
             if c.running is not None and c.running.deadline is not None:
@@ -170,12 +182,21 @@ class Supervisor:
         code = c.process.exitcode
         del self.children[c.index]
         c.conn.close()
+        delay = 0.0
         if not c.said_bye:
             how = _describe_exit(code)
             log.error("child %d (pid %s) died: %s", c.index, c.process.pid, how)
             self.settle_lost(c, how)
+            if time.monotonic() - c.born < QUICK_DEATH:  # crashing at once: back off
+                delay = min(max(self.crash_delay.get(c.index, 0.0) * 2, 0.1), MAX_RESPAWN_DELAY)
+                log.warning("child %d died within %.0fs of starting: next start in %.1fs",
+                            c.index, QUICK_DEATH, delay)
+        self.crash_delay[c.index] = delay
         if self.stopping_since is None:
-            self.spawn(c.index)
+            if delay:
+                self.respawn_at[c.index] = time.monotonic() + delay
+            else:
+                self.spawn(c.index)
 
     def settle_lost(self, c: Child, how: str) -> None:
         if c.running is not None:
