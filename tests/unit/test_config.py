@@ -141,9 +141,6 @@ def test_bad_sqlite_url_names_the_url(tmp_path: Path, template: str) -> None:
     assert url in str(info.value)
 
 
-@pytest.mark.xfail(reason="bug (contract reading): API.md §1 says a bad path raises ConfigError "
-                          "naming the URL *and the schemes that exist*; the SQLite path errors "
-                          "name only the URL", strict=True)
 def test_bad_sqlite_path_names_the_schemes(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="memory://"):
         Conveyor(f"sqlite:///{tmp_path}/no/such/dir/tasks.db")

@@ -36,12 +36,16 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+def known_schemes() -> str:
+    return ", ".join(f"{s}://" for s in sorted(SCHEMES))
+
+
 def backend_class(url: str) -> type[Backend]:
     scheme = urlsplit(url).scheme.lower() if "://" in url else ""
     target = SCHEMES.get(scheme)
     if target is None:
-        known = ", ".join(f"{s}://" for s in sorted(SCHEMES))
-        raise ConfigError(f"unknown backend URL {redact(url)!r}: the schemes that exist are {known}")
+        raise ConfigError(f"unknown backend URL {redact(url)!r}: the schemes that exist are "
+                          f"{known_schemes()}")
     module_name, class_name = target.split(":")
     cls: type[Backend] = getattr(importlib.import_module(module_name), class_name)
     return cls
@@ -49,4 +53,8 @@ def backend_class(url: str) -> type[Backend]:
 
 def create_backend(url: str) -> Backend:
     """A backend for `url`. Validates the URL; connects lazily, on first use."""
-    return backend_class(url)(url)  # type: ignore[call-arg]
+    cls = backend_class(url)
+    try:
+        return cls(url)  # type: ignore[call-arg]
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (the schemes that exist are {known_schemes()})") from None

@@ -152,7 +152,12 @@ class SqliteBackend(Backend):
             raise BackendUnavailable(f"cannot open SQLite database {self.path!r} ({self.url}): "
                                      f"{exc}") from None
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-        self._retrying(lambda: self._ensure_schema(conn))
+        try:
+            self._retrying(lambda: self._ensure_schema(conn))
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise ConfigError(f"{self.path!r} ({self.url}) is not a usable SQLite database: "
+                              f"{exc}") from None
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         return conn
 
