@@ -50,7 +50,7 @@ class Child:
     process: BaseProcess
     conn: Connection
     running: Running | None = None
-    claimed: dict[str, str] = field(default_factory=dict)  # id -> token, not yet started
+    claimed: dict[str, str] = field(default_factory=dict)  # id -> token of its last batch
     said_bye: bool = False
     born: float = field(default_factory=time.monotonic)
 
@@ -163,7 +163,8 @@ class Supervisor:
         kind = msg[0]
         if kind == "start":
             _, mid, token, task, attempt, retries, deadline = msg
-            c.claimed.pop(mid, None)
+            # `claimed` keeps the batch's finished tasks too: their acks ride with the next
+            # claim, so if the child dies first they are released at once, not after a lease.
             c.running = Running(mid, token, task, attempt, retries, deadline)
         elif kind == "claimed":
             c.claimed = dict(msg[1])
