@@ -250,5 +250,9 @@ class Backend(abc.ABC):
     def housekeeping(self, now: float) -> None:
         """Drop expired results, dedup keys, locks and counters."""
 
+    def checkpoint(self) -> None:  # noqa: B027 - optional hook
+        """Background upkeep the worker supervisor runs about twice a second (SQLite: copy the
+        write-ahead log back into the database, off the producers' and tasks' hot path)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -27,6 +27,7 @@ IDLE_MIN = 0.001  # first idle poll after activity (seconds)
 IDLE_MAX = 0.1  # slowest idle poll
 FAST_TASK = 0.005  # tasks quicker than this let a slot claim bigger batches
 MAX_BATCH = 16
+HEARTBEAT_EVERY = 0.5  # seconds between the pool's heartbeat calls (upkeep, registry)
 
 
 class Reporter(Protocol):

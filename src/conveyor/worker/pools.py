@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..backends.base import Delivery, Release
-from .consumer import Held, LeaseKeeper, Slot
+from .consumer import HEARTBEAT_EVERY, Held, LeaseKeeper, Slot
 from .executor import Prepared, timeout_failure
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class ThreadHost:
                         self.heartbeat()
                     except Exception as exc:
                         log.warning("worker heartbeat failed: %s", exc)
-                    next_beat = time.monotonic() + 5.0
+                    next_beat = time.monotonic() + HEARTBEAT_EVERY
                 self.check_deadlines()
                 self.stop.wait(0.2)
             deadline = time.monotonic() + self.grace

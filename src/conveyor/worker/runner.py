@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("conveyor.worker")
 POOLS = ("process", "thread")
 HOUSEKEEPING_EVERY = 60.0  # seconds between sweeps of expired results, keys and locks
+REGISTER_EVERY = 5.0  # seconds between worker-registry heartbeats (entries live 30 s)
 
 
 def setup_logging(level: str) -> None:
@@ -59,15 +60,19 @@ def run_worker(app: Conveyor, *, concurrency: int | None = None, pool: str = "pr
     info = {"node": node_name, "pid": os.getpid(), "pool": pool, "concurrency": n,
             "queues": names, "started_at": started}
 
-    last_housekeeping = [0.0]
+    due = {"register": 0.0, "housekeeping": 0.0}
 
     def heartbeat() -> None:
-        """Every few seconds: say we are alive; every minute: drop expired rows."""
+        """Called about twice a second by the pool: backend upkeep (a SQLite checkpoint), and
+        every few seconds say we are alive, every minute drop expired rows."""
         now = app.clock.now()
-        app.backend.put_worker(WorkerInfo(worker_id, info), now, 30.0)
-        if now - last_housekeeping[0] >= HOUSEKEEPING_EVERY:
-            last_housekeeping[0] = now
+        if now >= due["register"]:
+            app.backend.put_worker(WorkerInfo(worker_id, info), now, 30.0)
+            due["register"] = now + REGISTER_EVERY
+        if now >= due["housekeeping"]:
             app.backend.housekeeping(now)
+            due["housekeeping"] = now + HOUSEKEEPING_EVERY
+        app.backend.checkpoint()
 
     banner(app, pool, n, names, worker_id, max_tasks_per_child)
     heartbeat()  # fails fast (BackendUnavailable) if the backend cannot be reached

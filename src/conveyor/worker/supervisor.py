@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backends.base import Delivery, Release
 from .child import child_main
+from .consumer import HEARTBEAT_EVERY
 from .executor import Finished, lost_failure, timeout_failure
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ class Supervisor:
                     self.spawn(index)
             if self.heartbeat is not None and now >= next_beat:
                 self._safe(self.heartbeat)
-                next_beat = now + 5.0
+                next_beat = now + HEARTBEAT_EVERY
             if self.signals != handled_signals:
                 handled_signals = self.signals
                 self.on_stop_signal(handled_signals)
@@ -142,7 +143,7 @@ class Supervisor:
                     self.reap(c)
 
     def _next_timeout(self) -> float:
-        timeout = 1.0
+        timeout = HEARTBEAT_EVERY
         if self.respawn_at:
             timeout = min(timeout, max(0.0, min(self.respawn_at.values()) - time.monotonic()))
         wall = self.app.clock.now()
