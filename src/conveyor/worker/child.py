@@ -1,5 +1,6 @@
-"""A process-pool child: one slot with its own backend connection, talking to the supervisor
-over a pipe ("claimed", "start", "done", "bye"); the supervisor talks back with "stop"."""
+"""A process-pool child: one slot with its own backend connection. It tells the supervisor
+about its batches and timed tasks over a pipe ("claimed", "start", "done", "bye") and records
+every task start in shared memory (`current.py`); the supervisor talks back with "stop"."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import signal
 import threading
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..backends.base import Delivery
 from .consumer import Held, LeaseKeeper, Slot
+from .current import CurrentTask
 from .executor import Prepared
 
 if TYPE_CHECKING:
@@ -23,10 +25,12 @@ log = logging.getLogger("conveyor.worker")
 
 class PipeReporter:
     """Tells the supervisor what it needs to settle a task if this process dies or overruns:
-    one message per task start, plus one per batch of more than one."""
+    a shared-memory record per task start, a pipe message per batch of more than one and per
+    start and end of a task with a time limit (the supervisor's deadline watch)."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, current: CurrentTask) -> None:
         self.conn = conn
+        self.current = current
         self.lock = threading.Lock()
 
     def send(self, message: tuple[object, ...]) -> None:
@@ -41,22 +45,24 @@ class PipeReporter:
 
     def started(self, p: Prepared, deadline: float | None) -> None:
         d = p.delivery
-        self.send(("start", d.id, d.token, p.task.name, p.attempt, p.retries, deadline))
+        record = (d.id, d.token, p.task.name, p.attempt, p.retries)
+        if not self.current.write(record) or deadline is not None:
+            self.send(("start", *record, deadline))
 
     def finished(self, d: Delivery, timed: bool) -> None:
         if timed:  # only the supervisor's deadline watch needs to hear it
             self.send(("done", d.id))
 
 
-def child_main(app: Conveyor, conn: Connection, worker_id: str, queues: list[str] | None,
-               max_tasks: int | None) -> None:
+def child_main(app: Conveyor, conn: Connection, current: Any, worker_id: str,
+               queues: list[str] | None, max_tasks: int | None) -> None:
     """Entry point of a forked child."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     stop = threading.Event()
     held = Held()
     backend = app.backend  # reconnects on first use: connections are per process
-    reporter = PipeReporter(conn)
+    reporter = PipeReporter(conn, CurrentTask(current))
 
     def listen() -> None:
         try:

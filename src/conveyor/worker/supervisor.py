@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from ..backends.base import Delivery, Release
 from .child import child_main
 from .consumer import HEARTBEAT_EVERY
+from .current import SIZE as CURRENT_SIZE
+from .current import CurrentTask
 from .executor import Finished, lost_failure, timeout_failure
 
 if TYPE_CHECKING:
@@ -54,6 +56,7 @@ class Child:
     claimed: dict[str, str] = field(default_factory=dict)  # id -> token of its last batch
     said_bye: bool = False
     born: float = field(default_factory=time.monotonic)
+    current: CurrentTask | None = None
 
 
 class Supervisor:
@@ -97,12 +100,13 @@ class Supervisor:
 
     def spawn(self, index: int) -> None:
         parent, child = self.mp.Pipe(duplex=True)
+        shared = self.mp.RawArray("B", CURRENT_SIZE)
         proc = self.mp.Process(target=child_main, name=f"conveyor-child-{index}",
-                               args=(self.app, child, self.worker_id, self.queues,
+                               args=(self.app, child, shared, self.worker_id, self.queues,
                                      self.max_tasks), daemon=False)
         proc.start()
         child.close()
-        self.children[index] = Child(index, proc, parent)
+        self.children[index] = Child(index, proc, parent, current=CurrentTask(shared))
         log.debug("child %d started (pid %s)", index, proc.pid)
 
     def loop(self) -> None:
@@ -200,7 +204,16 @@ class Supervisor:
             else:
                 self.spawn(c.index)
 
+    @staticmethod
+    def latest_start(c: Child) -> None:
+        """Once a child is dead: its last task start, from shared memory (every start is
+        there; only timed ones also come over the pipe)."""
+        record = c.current.read() if c.current is not None else None
+        if record is not None:
+            c.running = Running(*record, None)
+
     def settle_lost(self, c: Child, how: str) -> None:
+        self.latest_start(c)
         if c.running is not None:
             r = c.running
             task = self.app.tasks.get(r.task)
@@ -283,6 +296,7 @@ class Supervisor:
         for c in list(self.children.values()):
             self.read(c)
             if not c.said_bye:
+                self.latest_start(c)
                 if c.running is not None:
                     c.claimed[c.running.id] = c.running.token
                     c.running = None
