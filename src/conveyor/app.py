@@ -16,7 +16,7 @@ from .envelope import Envelope
 from .errors import ConfigError, SerializationError
 from .result import EagerResult, Result, ResultGroup, failure_from
 from .serializers import Codec, make_serializer
-from .task import Task, build_options, seconds
+from .task import NOT_YET_CALL, Task, build_options, seconds
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -140,6 +140,10 @@ class Conveyor:
              expires: float | timedelta | datetime | None = None, retries: int | None = None,
              task_id: str | None = None, **options: Any) -> Result:
         """Enqueue one call of `task`; what `delay` and `apply_async` do."""
+        for name in NOT_YET_CALL:
+            if options.get(name) is not None:
+                raise ConfigError(f"{task.name}: apply_async option {name}= is not supported yet")
+            options.pop(name, None)
         if options:
             raise ConfigError(f"{task.name}: unknown apply_async option(s) "
                               f"{', '.join(sorted(options))}")

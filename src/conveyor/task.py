@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-NOT_YET = ("rate_limit", "concurrency", "unique")
+NOT_YET = ("rate_limit", "concurrency", "unique")  # decorator options of API.md not built yet
+NOT_YET_CALL = ("unique_key", "link", "link_error")  # apply_async options not built yet
 
 
 def seconds(value: float | timedelta | None, what: str) -> float | None:
@@ -58,7 +59,10 @@ def build_options(fn: Callable[..., Any], default_queue: str, *, name: str | Non
     task_name = name or f"{fn.__module__}.{fn.__qualname__}"
     for opt in NOT_YET:
         if opt in unknown:
-            raise ConfigError(f"task {task_name}: option {opt!r} is not supported yet")
+            value = unknown.pop(opt)
+            if value not in (None, False, 0):  # the "off" values are accepted as they are
+                raise ConfigError(f"task {task_name}: option {opt}={value!r} is not supported "
+                                  "yet")
     if unknown:
         raise ConfigError(f"task {task_name}: unknown option(s) {', '.join(sorted(unknown))}")
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
@@ -167,6 +171,19 @@ class Task(Generic[P, R]):
         return self.app.send(self, tuple(args or ()), dict(kwargs or {}), countdown=countdown,
                              eta=eta, queue=queue, priority=priority, expires=expires,
                              retries=retries, task_id=task_id, **options)
+
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> Result:
+        """`delay` for asyncio code: the backend call runs in a thread, not on the loop."""
+        import asyncio
+
+        return await asyncio.to_thread(self.app.send, self, args, kwargs)
+
+    async def aapply_async(self, args: Sequence[Any] | None = None,
+                           kwargs: dict[str, Any] | None = None, **options: Any) -> Result:
+        """`apply_async` for asyncio code."""
+        import asyncio
+
+        return await asyncio.to_thread(self.apply_async, args, kwargs, **options)
 
     def map(self, argument_tuples: Iterable[Sequence[Any] | Any]) -> ResultGroup:
         """Enqueue one task per argument tuple (one backend call); results keep that order."""

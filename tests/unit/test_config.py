@@ -33,6 +33,22 @@ def test_not_yet_supported_options_say_so(app: Conveyor, option: str, value: Any
     assert app.tasks == {}
 
 
+def test_the_api_md_example_decorates_with_the_off_values(app: Conveyor) -> None:
+    t = app.task(name="shop.resize", queue="media", priority=5, retries=3, retry_delay=2.0,
+                 retry_backoff=True, retry_jitter=True, retry_on=(IOError,), timeout=30,
+                 rate_limit=None, concurrency=None, unique=False, store_result=True,
+                 bind=False)(work)
+    assert app.tasks["shop.resize"] is t
+
+
+@pytest.mark.parametrize("option", ["unique_key", "link", "link_error"])
+def test_not_yet_supported_call_options(app: Conveyor, option: str) -> None:
+    t = app.task(work)
+    assert t.apply_async((1,), **{option: None}).id
+    with pytest.raises(ConfigError, match=f"{option}.*not supported yet"):
+        t.apply_async((1,), **{option: "x"})
+
+
 @pytest.mark.parametrize("value", [-1, "3", 1.5, True, None])
 def test_bad_retries(app: Conveyor, value: Any) -> None:
     with pytest.raises(ConfigError, match="retries"):

@@ -304,3 +304,23 @@ def test_non_string_task_id_refused_at_call_site(app: Conveyor) -> None:
     with pytest.raises((ConfigError, TypeError)):
         app.task(plain_add).apply_async((1, 2), task_id=5)  # type: ignore[arg-type]
     assert stats(app) == {}
+
+
+def test_async_producer_calls(tmp_path: Any) -> None:
+    import asyncio
+
+    from conveyor import Conveyor
+
+    app = Conveyor(f"sqlite:///{tmp_path / 'q.db'}")
+
+    @app.task(name="t.double")
+    def double(x: int) -> int:
+        return 2 * x
+
+    async def main() -> list[Any]:
+        r1 = await double.adelay(2)
+        r2 = await double.aapply_async((5,), countdown=0)
+        await asyncio.to_thread(app.drain)
+        return [await r1.aget(timeout=5), await r2.aget(timeout=5)]
+
+    assert asyncio.run(main()) == [4, 10]
