@@ -417,3 +417,32 @@ def test_get_follows_the_app_clock() -> None:
     app.drain()
     assert r.state == SUCCESS
     assert r.get(timeout=0.2) == 3
+
+
+def test_lost_deliveries_rerun_within_the_grace_then_dead_letter(app: Conveyor,
+                                                                  clock: FakeClock) -> None:
+    """A whole worker SIGKILLed is invisible: the lease expiry redelivers. A task with no
+    retries still runs again, until `retries + 1 + LOST_DELIVERY_GRACE` deliveries."""
+    from conveyor.retry import LOST_DELIVERY_GRACE
+
+    @app.task(name="t.lost")
+    def lost() -> str:
+        return "ran"
+
+    r = lost.delay()
+    executor = Executor(app)
+    for delivery in range(1, LOST_DELIVERY_GRACE + 2):  # each claim's worker "dies"
+        (d,) = app.backend.claim(None, "w", clock.now(), app.lease, 1)
+        assert d.delivery_count == delivery
+        prepared = executor.prepare(d)
+        assert not hasattr(prepared, "settlement"), "within the grace it runs"
+        clock.advance(app.lease + 1)
+    (d,) = app.backend.claim(None, "w", clock.now(), app.lease, 1)
+    fin = execute(executor, d)
+    app.backend.settle([fin.settlement], clock.now())
+    assert r.state == FAILURE
+    reason = dead_reasons(app)[r.id]
+    assert reason.startswith("worker lost: delivered 5 times without an outcome")
+    with pytest.raises(TaskFailed) as info:
+        r.get(timeout=1)
+    assert info.value.exc_type == "WorkerLost"
