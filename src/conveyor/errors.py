@@ -67,6 +67,14 @@ class Retry(Exception):  # noqa: N818 - public name of API.md
         self.exc = exc
         super().__init__(delay, exc)
 
+    def __str__(self) -> str:
+        text = "the task asked to be retried"
+        if self.delay is not None:
+            text += f" in {self.delay:g}s"
+        if self.exc is not None:
+            text += f" ({type(self.exc).__name__}: {self.exc})"
+        return text
+
 
 class Reject(Exception):  # noqa: N818 - public name of API.md
     """Raise inside a task to send it to the dead letters at once, with `reason`."""

@@ -56,7 +56,7 @@ def build_options(fn: Callable[..., Any], default_queue: str, *, name: str | Non
                   result_ttl: float | timedelta | None = None, bind: bool = False,
                   **unknown: Any) -> TaskOptions:
     """Validate decorator options at decoration time, naming the bad one."""
-    task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+    task_name = name or f"{fn.__module__}.{fn.__name__}"  # API.md: <module>.<function>
     for opt in NOT_YET:
         if opt in unknown:
             value = unknown.pop(opt)
@@ -153,7 +153,12 @@ class Task(Generic[P, R]):
             result = self.fn(*args, **kwargs)
         if self.is_async:
             import asyncio
-            return asyncio.run(result)  # type: ignore[no-any-return]
+
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # sync code: run it here and now
+                return asyncio.run(result)  # type: ignore[no-any-return]
+            # async code: hand back the coroutine to await, as the plain function would
         return result  # type: ignore[no-any-return]
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> Result:

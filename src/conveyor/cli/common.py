@@ -69,9 +69,14 @@ def to_json(value: Any) -> str:
 def parse_arg(text: str) -> Any:
     """A command-line ARG: JSON when it parses (`2`, `[1, 2]`, `'"2"'`), else the plain text."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json)
     except ValueError:
         return text
+
+
+def _not_json(name: str) -> Any:
+    """NaN and Infinity are not JSON (Python's parser accepts them): read them as text."""
+    raise ValueError(f"{name} is not JSON")
 
 
 def age(seconds: float) -> str:

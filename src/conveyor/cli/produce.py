@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import sys
 from typing import Any, NoReturn
 
 import click
@@ -50,7 +51,8 @@ def enqueue(app_path: str, task_name: str, args: tuple[str, ...], kwargs_json: s
     """
     if timeout is not None and not wait:
         raise BadUsage("--timeout only applies with --wait")
-    values = [_arg(a) for a in args]
+    literal = _after_double_dash(len(args))
+    values = [parse_arg(a) if i >= literal else _arg(a) for i, a in enumerate(args)]
     kwargs = _kwargs(kwargs_json)
     app = load(app_path)
     task = app.tasks.get(task_name)
@@ -125,6 +127,15 @@ def _arg(text: str) -> Any:
             raise BadUsage(f"no such option: {text} (to pass it as an argument, quote it as "
                            f"JSON: '\"{text}\"')") from None
     return parse_arg(text)
+
+
+def _after_double_dash(count: int) -> int:
+    """Index of the first ARG that came after `--` on the command line (click drops the `--`
+    itself); ARGs from there on may start with '-' freely."""
+    argv = sys.argv[1:]
+    if "--" not in argv:
+        return count
+    return max(0, count - len(argv[argv.index("--") + 1:]))
 
 
 def _kwargs(text: str | None) -> dict[str, Any]:

@@ -4,6 +4,7 @@ beyond what the task does, so it is tested directly."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 import traceback
@@ -110,14 +111,14 @@ class Executor:
             else:
                 value = task.fn(*env.args, **env.kwargs)
             if task.is_async:
-                value = asyncio.run(value)
+                value = run_coroutine(value)
         except Retry as r:
             return self.retry_or_fail(p, r.exc or r, explicit=True, delay=r.delay)
         except Reject as r:
             data = self.app.encode_failure("Reject", r.reason, "", task.name)
             return Finished(Bury(p.delivery.id, p.delivery.token, f"rejected: {r.reason}", data,
                                  self._ttl(task)), "rejected", r.reason)
-        except (Exception, SystemExit) as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
             tb = traceback.format_exc()
             retryable = isinstance(exc, task.options.retry_on)
             return self.retry_or_fail(p, exc, tb=tb, retryable=retryable)
@@ -170,6 +171,17 @@ def lost_failure(app: Conveyor, d: Delivery, task: Task[Any, Any], attempt: int,
                  how: str) -> Finished:
     return settle_failure(app, d, task, attempt, retries, WorkerLost.__name__,
                           f"worker lost: {how}")
+
+
+def run_coroutine(coro: Any) -> Any:
+    """Run an async task to completion: on a new event loop here, or, when this thread already
+    runs a loop (drain() or eager mode inside async code), on a new loop in a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="conveyor-async") as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def execute(executor: Executor, d: Delivery) -> Finished:

@@ -56,7 +56,7 @@ class ThreadHost:
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signals += 1
         if self.signals == 1:
-            log.info("stopping: finishing running tasks (up to %.0fs); signal again to stop "
+            log.info("stopping: finishing running tasks (up to %gs); signal again to stop "
                      "at once", self.grace)
         self.stop.set()
 

@@ -126,7 +126,7 @@ class Supervisor:
                 self.on_stop_signal(handled_signals)
             if (self.stopping_since is not None
                     and time.monotonic() - self.stopping_since > self.grace):
-                log.warning("grace period of %.0fs is over: stopping at once", self.grace)
+                log.warning("grace period of %gs is over: stopping at once", self.grace)
                 self.stop_now()
                 break
             self.check_deadlines()
@@ -277,7 +277,7 @@ class Supervisor:
     # --- stopping -------------------------------------------------------------------------
     def on_stop_signal(self, count: int) -> None:
         if count == 1 and self.stopping_since is None:
-            log.info("stopping: finishing running tasks (up to %.0fs); signal again to stop "
+            log.info("stopping: finishing running tasks (up to %gs); signal again to stop "
                      "at once", self.grace)
             self.stopping_since = time.monotonic()
             for c in self.children.values():
