@@ -74,6 +74,9 @@ class Held:
     def __len__(self) -> int:
         return len(self._leases)
 
+    def __contains__(self, id: object) -> bool:
+        return id in self._leases
+
 
 class LeaseKeeper(threading.Thread):
     """Extends every held lease each `lease/3` seconds, so a task that runs longer than the
@@ -166,7 +169,12 @@ class Slot:
                 self.held.add(batch)
                 if len(batch) > 1:
                     self.reporter.claimed(batch)
-                all_fast = self.run_batch(batch)
+                try:
+                    all_fast = self.run_batch(batch)
+                except Exception:  # a bug of ours must not end the slot
+                    log.exception("internal error while running a batch")
+                    self.abandon(batch)
+                    all_fast = False
                 limit = min(limit * 2, MAX_BATCH) if all_fast else 1
         finally:
             self.flush()
@@ -192,6 +200,20 @@ class Slot:
                     self.give_back(rest)
                 return False
         return True
+
+    def abandon(self, batch: Sequence[Delivery]) -> None:
+        """After an internal error: release what is neither settled nor pending, counted as an
+        attempt (so a message that trips the error cannot loop forever)."""
+        pending = {o.fin.settlement.id for o in self.pending}
+        now = self.app.clock.now()
+        rest = [d for d in batch if d.id not in pending and d.id in self.held]
+        try:
+            self.backend.settle([Release(d.id, d.token, now) for d in rest], now)
+        except Exception as exc:
+            log.warning("could not release %d task(s): %s (they return after their lease)",
+                        len(rest), exc)
+        for d in rest:
+            self.held.discard(d.id)
 
     def give_back(self, unstarted: Sequence[Delivery]) -> None:
         """Release claimed but unstarted deliveries at once, uncounted, for another worker."""
