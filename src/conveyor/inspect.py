@@ -20,8 +20,6 @@ if TYPE_CHECKING:
     from .app import Conveyor
     from .task import Task
 
-_PAGE = 500
-
 
 @dataclass(frozen=True, slots=True)
 class QueueInfo:
@@ -122,13 +120,7 @@ class Inspector:
         return [self._decode_dead(d) for d in self.app.backend.dead_letters(limit, offset)]
 
     def dead_count(self) -> int:
-        """How many dead letters there are (pages through them: the backend has no count)."""
-        total = 0
-        while True:
-            page = len(self.app.backend.dead_letters(_PAGE, total))
-            total += page
-            if page < _PAGE:
-                return total
+        return self.app.backend.count_dead()
 
     def status(self) -> Status:
         return Status(self.queues(), self.workers(), self.dead_count())

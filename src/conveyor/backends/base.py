@@ -225,6 +225,16 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def dead_letters(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]: ...
 
+    def count_dead(self) -> int:
+        """How many dead letters there are. This default pages through them; backends
+        override it with a cheap count."""
+        total, page = 0, 500
+        while True:
+            got = len(self.dead_letters(page, total))
+            total += got
+            if got < page:
+                return total
+
     @abc.abstractmethod
     def retry_dead(self, ids: Sequence[str] | None, now: float) -> list[str]:
         """Put dead letters back in their queue (all when `ids` is None); their stored FAILURE

@@ -279,6 +279,10 @@ class MemoryBackend(Backend):
             return [DeadLetter(m.id, m.queue, m.body, m.reason, m.died_at, m.delivery_count)
                     for m in dead[offset:offset + limit]]
 
+    def count_dead(self) -> int:
+        with self._lock:
+            return sum(1 for m in self._messages.values() if m.dead)
+
     def retry_dead(self, ids: Sequence[str] | None, now: float) -> list[str]:
         out: list[str] = []
         with self._lock:

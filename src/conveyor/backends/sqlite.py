@@ -459,6 +459,11 @@ class SqliteBackend(Backend):
             "WHERE dead = 1 ORDER BY died_at, seq LIMIT ? OFFSET ?", (limit, offset)).fetchall())
         return [DeadLetter(r[0], r[1], bytes(r[2]), r[3] or "", r[4], r[5]) for r in rows]
 
+    def count_dead(self) -> int:
+        row = self._read(lambda c: c.execute(
+            "SELECT count(*) FROM conveyor_messages WHERE dead = 1").fetchone())
+        return int(row[0])
+
     def retry_dead(self, ids: Sequence[str] | None, now: float) -> list[str]:
         def run(conn: sqlite3.Connection) -> list[str]:
             if ids is None:

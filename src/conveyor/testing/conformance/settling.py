@@ -84,10 +84,13 @@ class SettlingConformance(ConformanceBase):
         self.put(backend, clock, *(msg(f"m{i}") for i in range(3)), msg("alive"))
         for d in self.take(backend, clock, limit=3):
             backend.bury(d.id, d.token, "boom", clock.now())
+        assert backend.count_dead() == 3
         assert backend.purge_dead(["m1", "alive", "ghost"]) == 1
         assert [x.id for x in backend.dead_letters()] == ["m0", "m2"]
+        assert backend.count_dead() == 2
         assert backend.purge_dead() == 2
         assert backend.dead_letters() == []
+        assert backend.count_dead() == 0
         assert backend.purge_dead() == 0
         assert self.ids(self.take(backend, clock)) == ["alive"]
 
