@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from ..errors import BackendUnavailable, ConfigError
 from .base import (
     FAILURE,
+    TERMINAL_STATES,
     Ack,
     Backend,
     DeadLetter,
@@ -35,6 +36,7 @@ from .base import (
     WorkerInfo,
 )
 from .memory import derived_state
+from .wake import RESULTS, WORKERS, WakeChannel, channel_directory, wait_readable
 
 T = TypeVar("T")
 SCHEMA_VERSION = 1
@@ -135,6 +137,7 @@ class SqliteBackend(Backend):
         self._local = threading.local()
         self._schema_lock = threading.Lock()
         self._schema_ready_pid = 0
+        self._wake = WakeChannel(channel_directory(self.path))
 
     # --- connections ----------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -251,9 +254,12 @@ class SqliteBackend(Backend):
                 self._retrying(lambda: self._conn().execute(_INSERT, rows[0]))
             else:
                 self._write(lambda c: c.executemany(_INSERT, rows))
+            self._wake.notify(WORKERS)
             return [m.id for m in messages]
-        return self._write(lambda c: [self._enqueue_one(c, m, r, now)
-                                      for m, r in zip(messages, rows, strict=True)])
+        ids = self._write(lambda c: [self._enqueue_one(c, m, r, now)
+                                     for m, r in zip(messages, rows, strict=True)])
+        self._wake.notify(WORKERS)
+        return ids
 
     @staticmethod
     def _enqueue_one(conn: sqlite3.Connection, m: Message, row: tuple[Any, ...],
@@ -293,7 +299,9 @@ class SqliteBackend(Backend):
             if queues is not None and not queues:
                 return done, []
             return done, self._claim(conn, queues, worker_id, now, lease_for, limit)
-        return self._write(run)
+        out = self._write(run)
+        self._announce(settlements, now)
+        return out
 
     @staticmethod
     def _claimable(queues: Sequence[str] | None, now: float) -> tuple[str, list[Any]]:
@@ -337,7 +345,48 @@ class SqliteBackend(Backend):
         return self._write(run)
 
     def settle(self, settlements: Sequence[Settlement], now: float) -> list[bool]:
-        return self._write(lambda c: [self._settle_one(c, s, now) for s in settlements])
+        done = self._write(lambda c: [self._settle_one(c, s, now) for s in settlements])
+        self._announce(settlements, now)
+        return done
+
+    def _announce(self, settlements: Sequence[Settlement], now: float) -> None:
+        """Wake who may care: waiting get()s when results were stored, idle workers when
+        messages came back ready (a give-back)."""
+        if any(not isinstance(s, Release) for s in settlements):
+            self._wake.notify(RESULTS)
+        if any(isinstance(s, Release) and s.ready_at <= now for s in settlements):
+            self._wake.notify(WORKERS)
+
+    # --- waiting (local wake-ups; see wake.py) --------------------------------------------
+    def wait_for_work(self, queues: Sequence[str] | None, timeout: float) -> None:
+        with self._wake.listening(WORKERS) as sock:
+            if sock is None:
+                super().wait_for_work(queues, timeout)
+                return
+            # Something enqueued just before we listened did not wake us: look once.
+            where, params = self._claimable(queues, time.time())
+            probe = f"SELECT 1 FROM conveyor_messages WHERE {where} LIMIT 1"
+            if self._read(lambda c: c.execute(probe, params).fetchone()) is None:
+                wait_readable(sock, timeout)
+
+    def wait(self, ids: Sequence[str], timeout: float | None, now_fn: Any = time.time,
+             ) -> dict[str, StoredResult]:
+        """Poll the results, sleeping between polls on the wake-up socket: a stored result
+        wakes us at once, and the poll (at most every 50 ms) is only the safety net."""
+        with self._wake.listening(RESULTS) as sock:
+            if sock is None:
+                return super().wait(ids, timeout, now_fn)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            interval = 0.01
+            while True:
+                found = self.get_results(ids, now_fn())
+                if all(i in found and found[i].state in TERMINAL_STATES for i in ids):
+                    return found
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return found
+                wait_readable(sock, interval if left is None else min(interval, left))
+                interval = min(interval * 2, 0.05)
 
     def _settle_one(self, conn: sqlite3.Connection, s: Settlement, now: float) -> bool:
         if isinstance(s, Ack):
