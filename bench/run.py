@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -163,9 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     report["verdicts"] = verdicts(report)
     report["seconds"] = time.monotonic() - started
     if not args.keep:
-        for path in sorted(work.iterdir()):
-            path.unlink()
-        work.rmdir()
+        shutil.rmtree(work)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     m = report["machine"]
