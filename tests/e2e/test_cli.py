@@ -160,6 +160,13 @@ def test_enqueue_queue_and_priority_options(cli: CliProject) -> None:
     assert cli.queue_row("default") == (0, 0, 0)
 
 
+def test_an_unambiguous_short_task_name_is_enough(cli: CliProject) -> None:
+    task_id = cli.ok("enqueue", "tasks", "add", "1", "2").strip()
+    assert cli.queue_row("default") == (1, 0, 0)
+    cli.drain()
+    assert "result: 3" in cli.ok("result", "tasks", task_id)
+
+
 def test_countdown_shows_as_scheduled(cli: CliProject) -> None:
     task_id = cli.ok("enqueue", "tasks", "tasks.add", "1", "2", "--countdown", "3600").strip()
     cli.ok("enqueue", "tasks", "tasks.add", "3", "4")
@@ -169,7 +176,7 @@ def test_countdown_shows_as_scheduled(cli: CliProject) -> None:
 
 @pytest.mark.parametrize(("args", "words"), [
     (["tasks.nope"], "unknown task"),
-    (["add", "1", "2"], "did you mean 'tasks.add'"),
+    (["ad", "1", "2"], "did you mean 'tasks.add'"),
     (["tasks.add", "1"], "missing a required argument"),
     (["tasks.add", "1", "2", "--kwargs", "[1]"], "JSON object"),
     (["tasks.add", "1", "2", "--kwargs", "{nope"], "not valid JSON"),

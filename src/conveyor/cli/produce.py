@@ -56,8 +56,11 @@ def enqueue(app_path: str, task_name: str, args: tuple[str, ...], kwargs_json: s
     kwargs = _kwargs(kwargs_json)
     app = load(app_path)
     task = app.tasks.get(task_name)
-    if task is None:
-        raise BadUsage(_unknown_task(task_name, list(app.tasks)))
+    if task is None:  # `add` for `tasks.add`, when only one task ends that way
+        matches = [t for name, t in app.tasks.items() if name.endswith("." + task_name)]
+        if len(matches) != 1:
+            raise BadUsage(_unknown_task(task_name, list(app.tasks)))
+        task = matches[0]
     if wait and not task.options.store_result:
         raise BadUsage(f"task {task.name} has store_result=False: there is no result to "
                        "wait for (nothing was enqueued)")
@@ -152,7 +155,10 @@ def _kwargs(text: str | None) -> dict[str, Any]:
 
 def _unknown_task(name: str, known: list[str]) -> str:
     text = f"unknown task {name!r}"
-    close = [k for k in known if k.endswith("." + name)] or difflib.get_close_matches(name, known)
+    short = {k.rsplit(".", 1)[-1]: k for k in known}
+    close = ([k for k in known if k.endswith("." + name)]
+             or difflib.get_close_matches(name, known)
+             or [short[s] for s in difflib.get_close_matches(name, list(short))])
     if close:
         return f"{text}; did you mean {', '.join(repr(c) for c in close[:3])}?"
     if not known:
