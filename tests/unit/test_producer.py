@@ -324,3 +324,20 @@ def test_async_producer_calls(tmp_path: Any) -> None:
         return [await r1.aget(timeout=5), await r2.aget(timeout=5)]
 
     assert asyncio.run(main()) == [4, 10]
+
+
+def test_a_retry_of_a_task_that_started_before_it_expired_runs_on(app: Conveyor,
+                                                                   clock: FakeClock) -> None:
+    calls: list[int] = []
+
+    @app.task(name="t.flaky_expiring", retries=2, retry_delay=30)
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("first try fails")
+        return "done"
+
+    r = flaky.apply_async(expires=10)  # the retry comes due 30 s later, after expiry
+    app.drain()
+    assert r.get(timeout=1) == "done"
+    assert len(calls) == 2

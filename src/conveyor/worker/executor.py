@@ -77,7 +77,9 @@ class Executor:
             return self._dead(d, f"unknown task {env.task!r}: not registered in this worker",
                               "UnknownTask", f"task {env.task!r} is not registered", env.task)
         now = app.clock.now()
-        if env.expires_at is not None and env.expires_at <= now:
+        # "Not started by then": only a first delivery can expire; a retry of a task that
+        # did start runs on.
+        if env.expires_at is not None and d.delivery_count <= 1 and env.expires_at <= now:
             data = app.encode_failure("TaskExpired", "expired before it started", "", task.name)
             return Finished(Ack(d.id, d.token, data, REVOKED, self._ttl(task)), "expired")
         retries = task.options.retry.retries if env.retries is None else env.retries
