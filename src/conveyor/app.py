@@ -41,7 +41,6 @@ class Conveyor:
         self.clock: Clock = clock or SystemClock()
         self.codec = Codec(make_serializer(serializer, secret_key), secret_key)
         self.tasks: dict[str, Task[Any, Any]] = {}
-        self.import_path: str | None = None  # set by the loader; lets process children import
         self._backend: Backend = create_backend(self.url)
 
     def __repr__(self) -> str:

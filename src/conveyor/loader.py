@@ -58,12 +58,4 @@ def load_app(path: str) -> Conveyor:
     if not isinstance(obj, Conveyor):
         raise ConfigError(f"cannot load APP {path!r}: {attr!r} is a {type(obj).__name__}, "
                           "not a Conveyor")
-    obj.import_path = path if attr else f"{module_name}:{_attr_name(module, obj)}"
     return obj
-
-
-def _attr_name(module: object, app: Conveyor) -> str:
-    for key, value in vars(module).items():
-        if value is app:
-            return key
-    return "app"

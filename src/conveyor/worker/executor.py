@@ -44,10 +44,6 @@ class Prepared:
     retries: int
     ctx: TaskContext
 
-    @property
-    def deadline_in(self) -> float | None:
-        return self.task.options.timeout
-
 
 @dataclass(frozen=True, slots=True)
 class Finished:
