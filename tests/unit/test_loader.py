@@ -46,7 +46,6 @@ def test_module_defaults_to_app(make_module: MakeModule) -> None:
     app = load_app(name)
     assert isinstance(app, Conveyor)
     assert app is sys.modules[name].app
-    assert app.import_path == f"{name}:app"
 
 
 def test_app_wins_over_other_conveyors(make_module: MakeModule) -> None:
@@ -65,7 +64,6 @@ def test_only_conveyor_under_another_name(make_module: MakeModule) -> None:
     """)
     app = load_app(name)
     assert app is sys.modules[name].queue
-    assert app.import_path == f"{name}:queue"
 
 
 def test_module_colon_attribute(make_module: MakeModule) -> None:
@@ -75,7 +73,6 @@ def test_module_colon_attribute(make_module: MakeModule) -> None:
         slow = Conveyor("memory://")
     """)
     assert load_app(f"{name}:slow") is sys.modules[name].slow
-    assert load_app(f"{name}:slow").import_path == f"{name}:slow"
 
 
 def test_dotted_attribute(make_module: MakeModule) -> None:
