@@ -41,6 +41,8 @@ class Conveyor:
         self.clock: Clock = clock or SystemClock()
         self.codec = Codec(make_serializer(serializer, secret_key), secret_key)
         self.tasks: dict[str, Task[Any, Any]] = {}
+        # Eager mode stores nothing in the backend; this lets app.result(id) find its outcomes.
+        self._eager_outcomes: dict[str, StoredResult] = {}
         self._backend: Backend = create_backend(self.url)
 
     def __repr__(self) -> str:
@@ -172,7 +174,10 @@ class Conveyor:
         return ResultGroup(self, [Result(self, env.id, task.name) for env, _ in built])
 
     def result(self, task_id: str) -> Result:
-        """A Result for an id, from any process."""
+        """A Result for an id, from any process (in eager mode: of a task this app ran)."""
+        eager = self._eager_outcomes.get(task_id)
+        if eager is not None:
+            return EagerResult(self, task_id, "", eager)
         return Result(self, task_id)
 
     # --- outcomes -------------------------------------------------------------------------
@@ -207,6 +212,7 @@ class Conveyor:
         from .worker.executor import run_inline
 
         outcome = run_inline(self, body, env.id)
+        self._eager_outcomes[env.id] = outcome
         return EagerResult(self, env.id, task.name, outcome)
 
     def drain(self, queues: Sequence[str] | None = None) -> int:

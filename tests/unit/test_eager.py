@@ -166,3 +166,18 @@ def test_unserializable_return_value_fails(eager: Conveyor) -> None:
     with pytest.raises(TaskFailed) as info:
         bad.delay().get()
     assert info.value.exc_type == "SerializationError"
+
+
+def test_app_result_finds_an_eager_outcome() -> None:
+    from conveyor import Conveyor
+
+    app = Conveyor("memory://", eager=True)
+
+    @app.task(name="t.mul")
+    def mul(a: int, b: int) -> int:
+        return a * b
+
+    r = mul.delay(6, 7)
+    again = app.result(r.id)
+    assert again.state == "SUCCESS"
+    assert again.get() == 42
