@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.timeout(120)
 
-TASKS = 1500
+TASKS = 2000
 KILLS = 5
 
 
@@ -25,7 +25,7 @@ def test_random_sigkills_lose_nothing_and_corrupt_nothing(project: Project) -> N
 @app.task(bind=True)
 def mark(ctx, n):
     record("mark", n)
-    time.sleep(0.002)  # long enough that every kill lands mid-drain
+    time.sleep(0.003)  # long enough that every kill lands mid-drain
     return n
 ''', lease=1)
     group = tasks.mark.map([(n,) for n in range(TASKS)])
@@ -34,16 +34,14 @@ def mark(ctx, n):
     rng.seed(seed)
     for _ in range(KILLS):
         w = project.worker("-c", "2")
-        time.sleep(rng.uniform(0.05, 0.6))  # the moment of the kill is the test's input
+        w.wait_for_log(r"succeeded in")  # it is draining: now kill it at a random moment
+        time.sleep(rng.uniform(0.0, 0.3))
         w.kill_group()
         w.wait(10)
     last = project.worker("-c", "2")
     assert group.get(timeout=60) == list(range(TASKS)), f"seed {seed}"
     runs = Counter(int(line[2]) for line in project.ledger() if line[1] == "mark")
     assert set(runs) == set(range(TASKS)), f"seed {seed}"
-    assert len(project.workers) == KILLS + 1
-    for killed in project.workers[:-1]:
-        assert "succeeded in" in killed.log(), "each killed worker had been running tasks"
     extra = sum(runs.values()) - TASKS
     # Each kill can repeat at most what the killed worker held: per child, one claimed batch
     # (at most 16) whose outcomes were not yet sent.
