@@ -25,6 +25,7 @@ from .errors import (
     TimeoutError,
     WorkerLost,
 )
+from .middleware import EnqueueCall, ExecuteCall, Middleware
 from .result import Result, ResultGroup
 from .task import Task, TaskContext
 
@@ -36,8 +37,11 @@ __all__ = [
     "ConfigError",
     "Conveyor",
     "ConveyorError",
+    "EnqueueCall",
+    "ExecuteCall",
     "FAILURE",
     "FakeClock",
+    "Middleware",
     "PENDING",
     "PROGRESS",
     "REVOKED",

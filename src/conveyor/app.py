@@ -14,6 +14,7 @@ from .backends.base import SUCCESS, Backend, Message, StoredResult
 from .clock import Clock, SystemClock
 from .envelope import Envelope
 from .errors import ConfigError, SerializationError
+from .middleware import EnqueueCall, Middleware, chain_enqueue
 from .result import EagerResult, Result, ResultGroup, failure_from
 from .serializers import Codec, make_serializer
 from .task import NOT_YET_CALL, Task, build_options, seconds
@@ -30,7 +31,8 @@ class Conveyor:
     def __init__(self, url: str | None = None, *, default_queue: str = "default",
                  result_ttl: float | timedelta = 86400, serializer: str = "json",
                  secret_key: str | bytes | None = None, lease: float | timedelta = 60,
-                 eager: bool = False, clock: Clock | None = None) -> None:
+                 eager: bool = False, clock: Clock | None = None,
+                 middleware: Sequence[Middleware] = ()) -> None:
         self.url = resolve_url(url)
         self.default_queue = default_queue
         self.result_ttl = seconds(result_ttl, "result_ttl") or 0.0
@@ -41,6 +43,13 @@ class Conveyor:
         self.clock: Clock = clock or SystemClock()
         self.codec = Codec(make_serializer(serializer, secret_key), secret_key)
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.middleware: tuple[Middleware, ...] = tuple(middleware)
+        for m in self.middleware:
+            if not isinstance(m, Middleware):
+                raise ConfigError(f"middleware must be conveyor.Middleware instances, not {m!r}")
+        self._owned_options = frozenset().union(*(m.options for m in self.middleware))
+        self._enqueue = chain_enqueue(self.middleware, self._enqueue_core)
+        self._through_middleware = self._enqueue != self._enqueue_core
         # Eager mode stores nothing in the backend; this lets app.result(id) find its outcomes.
         self._eager_outcomes: dict[str, StoredResult] = {}
         self._backend: Backend = create_backend(self.url)
@@ -72,7 +81,7 @@ class Conveyor:
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
             if isinstance(f, Task):
                 raise ConfigError(f"{f.name} is already a task")
-            opts = build_options(f, self.default_queue, **options)
+            opts = build_options(f, self.default_queue, owned=self._owned_options, **options)
             existing = self.tasks.get(opts.name)
             if existing is not None and existing.fn is not f and (
                     getattr(existing.fn, "__code__", None) is not getattr(f, "__code__", None)):
@@ -135,12 +144,22 @@ class Conveyor:
             raise _name_culprit(self.codec, task, args, kwargs, exc) from None
         return env, body
 
-    def send(self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
-             countdown: float | timedelta | None = None, eta: datetime | None = None,
-             queue: str | None = None, priority: int | None = None,
-             expires: float | timedelta | datetime | None = None, retries: int | None = None,
-             task_id: str | None = None, **options: Any) -> Result:
-        """Enqueue one call of `task`; what `delay` and `apply_async` do."""
+    def send(self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+             **options: Any) -> Result:
+        """Enqueue one call of `task`; what `delay` and `apply_async` do (through the
+        middleware's `enqueue`, when any is installed)."""
+        if self._through_middleware:
+            return self._enqueue(EnqueueCall(task, tuple(args), dict(kwargs), options))
+        return self._send(task, args, kwargs, **options)
+
+    def _enqueue_core(self, call: EnqueueCall) -> Result:
+        return self._send(call.task, call.args, call.kwargs, **call.options)
+
+    def _send(self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
+              countdown: float | timedelta | None = None, eta: datetime | None = None,
+              queue: str | None = None, priority: int | None = None,
+              expires: float | timedelta | datetime | None = None, retries: int | None = None,
+              task_id: str | None = None, **options: Any) -> Result:
         for name in NOT_YET_CALL:
             if options.get(name) is not None:
                 raise ConfigError(f"{task.name}: apply_async option {name}= is not supported yet")
@@ -164,7 +183,10 @@ class Conveyor:
         return Result(self, env.id, task.name)
 
     def send_many(self, task: Task[Any, Any], calls: Sequence[tuple[Any, ...]]) -> ResultGroup:
-        """Enqueue many calls of one task in one backend call (what `map` does)."""
+        """Enqueue many calls of one task in one backend call (what `map` does). With enqueue
+        middleware installed, each call goes through it on its own."""
+        if self._through_middleware:
+            return ResultGroup(self, [self.send(task, args, {}) for args in calls])
         now = self.clock.now()
         built = [self._envelope(task, args, {}, now=now) for args in calls]
         if self.eager:

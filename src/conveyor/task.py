@@ -45,6 +45,7 @@ class TaskOptions:
     store_result: bool = True
     result_ttl: float | None = None
     bind: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # options owned by middleware
 
 
 def build_options(fn: Callable[..., Any], default_queue: str, *, name: str | None = None,
@@ -54,9 +55,11 @@ def build_options(fn: Callable[..., Any], default_queue: str, *, name: str | Non
                   retry_on: type[BaseException] | Sequence[type[BaseException]] = (Exception,),
                   timeout: float | timedelta | None = None, store_result: bool = True,
                   result_ttl: float | timedelta | None = None, bind: bool = False,
-                  **unknown: Any) -> TaskOptions:
-    """Validate decorator options at decoration time, naming the bad one."""
+                  owned: frozenset[str] = frozenset(), **unknown: Any) -> TaskOptions:
+    """Validate decorator options at decoration time, naming the bad one. Options in `owned`
+    (declared by installed middleware) are kept in `extra`."""
     task_name = name or f"{fn.__module__}.{fn.__name__}"  # API.md: <module>.<function>
+    extra = {k: unknown.pop(k) for k in list(unknown) if k in owned}
     for opt in NOT_YET:
         if opt in unknown:
             value = unknown.pop(opt)
@@ -87,6 +90,7 @@ def build_options(fn: Callable[..., Any], default_queue: str, *, name: str | Non
         store_result=store_result,
         result_ttl=seconds(result_ttl, f"task {task_name}: result_ttl"),
         bind=bind,
+        extra=extra,
     )
 
 

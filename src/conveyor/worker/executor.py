@@ -24,6 +24,7 @@ from ..backends.base import (
 )
 from ..envelope import Envelope
 from ..errors import Reject, Retry, SerializationError, TaskTimeout, WorkerLost
+from ..middleware import ExecuteCall, chain_execute
 from ..retry import EXPLICIT_RETRY_BUDGET, LOST_DELIVERY_GRACE
 from ..task import Task, TaskContext
 
@@ -57,6 +58,7 @@ class Finished:
 class Executor:
     def __init__(self, app: Conveyor) -> None:
         self.app = app
+        self._call = chain_execute(app.middleware, _call_task)
 
     # --- before running -------------------------------------------------------------------
     def prepare(self, d: Delivery) -> Prepared | Finished:
@@ -104,12 +106,7 @@ class Executor:
     def run(self, p: Prepared) -> Finished:
         task, env = p.task, p.envelope
         try:
-            if task.options.bind:
-                value = task.fn(p.ctx, *env.args, **env.kwargs)
-            else:
-                value = task.fn(*env.args, **env.kwargs)
-            if task.is_async:
-                value = run_coroutine(value)
+            value = self._call(ExecuteCall(task, p.ctx, env.args, env.kwargs))
         except Retry as r:
             return self.retry_or_fail(p, r.exc or r, explicit=True, delay=r.delay)
         except Reject as r:
@@ -169,6 +166,19 @@ def lost_failure(app: Conveyor, d: Delivery, task: Task[Any, Any], attempt: int,
                  how: str) -> Finished:
     return settle_failure(app, d, task, attempt, retries, WorkerLost.__name__,
                           f"worker lost: {how}")
+
+
+def _call_task(call: ExecuteCall) -> Any:
+    """The innermost step: call the function (with its context when bound), run a coroutine
+    to its end."""
+    task = call.task
+    if task.options.bind:
+        value = task.fn(call.ctx, *call.args, **call.kwargs)
+    else:
+        value = task.fn(*call.args, **call.kwargs)
+    if task.is_async:
+        value = run_coroutine(value)
+    return value
 
 
 def run_coroutine(coro: Any) -> Any:
