@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,18 +185,26 @@ class Backend(abc.ABC):
         """Block until every id is in a terminal state or `timeout` seconds pass; returns what
         is known then. The default polls with a growing interval (1 ms up to 50 ms), which
         keeps a waiting caller near 1% of a core."""
+        return self.poll_results(ids, timeout, now_fn, time.sleep, 0.001)
+
+    def poll_results(self, ids: Sequence[str], timeout: float | None, now_fn: Any,
+                     pause: Callable[[float], Any], first: float) -> dict[str, StoredResult]:
+        """The polling loop of `wait`: read, then `pause(seconds)` for a growing interval
+        (from `first` up to 50 ms) until every id is finished or `timeout` passes. A backend
+        with notifications passes a `pause` that returns early when woken."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        interval = 0.001
+        interval = first
         while True:
             found = self.get_results(ids, now_fn())
             if all(i in found and found[i].state in TERMINAL_STATES for i in ids):
                 return found
+            step = interval
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return found
-                interval = min(interval, left)
-            time.sleep(interval)
+                step = min(interval, left)
+            pause(step)
             interval = min(interval * 1.5, 0.05)
 
     def wait_for_work(self, queues: Sequence[str] | None, timeout: float) -> None:

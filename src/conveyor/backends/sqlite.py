@@ -23,7 +23,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from ..errors import BackendUnavailable, ConfigError
 from .base import (
     FAILURE,
-    TERMINAL_STATES,
     Ack,
     Backend,
     DeadLetter,
@@ -376,17 +375,8 @@ class SqliteBackend(Backend):
         with self._wake.listening(RESULTS) as sock:
             if sock is None:
                 return super().wait(ids, timeout, now_fn)
-            deadline = None if timeout is None else time.monotonic() + timeout
-            interval = 0.01
-            while True:
-                found = self.get_results(ids, now_fn())
-                if all(i in found and found[i].state in TERMINAL_STATES for i in ids):
-                    return found
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return found
-                wait_readable(sock, interval if left is None else min(interval, left))
-                interval = min(interval * 2, 0.05)
+            return self.poll_results(ids, timeout, now_fn,
+                                     lambda seconds: wait_readable(sock, seconds), 0.01)
 
     def _settle_one(self, conn: sqlite3.Connection, s: Settlement, now: float) -> bool:
         if isinstance(s, Ack):
