@@ -25,13 +25,17 @@ nothing for the mechanism.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from .result import Result
     from .task import Task, TaskContext
+
+C = TypeVar("C")
+R = TypeVar("R")
 
 
 @dataclass(slots=True)
@@ -70,28 +74,19 @@ class Middleware:
 def chain_enqueue(middleware: Sequence[Middleware],
                   core: Callable[[EnqueueCall], Result]) -> Callable[[EnqueueCall], Result]:
     """`core` wrapped by every middleware's `enqueue`, the first one outermost."""
-    step = core
-    for m in reversed(middleware):
-        if type(m).enqueue is not Middleware.enqueue:
-            step = _bind_enqueue(m, step)
-    return step
+    return _chain(middleware, "enqueue", core)
 
 
 def chain_execute(middleware: Sequence[Middleware],
                   core: Callable[[ExecuteCall], Any]) -> Callable[[ExecuteCall], Any]:
     """`core` wrapped by every middleware's `execute`, the first one outermost."""
+    return _chain(middleware, "execute", core)
+
+
+def _chain(middleware: Sequence[Middleware], method: str, core: Callable[[C], R],
+           ) -> Callable[[C], R]:
     step = core
     for m in reversed(middleware):
-        if type(m).execute is not Middleware.execute:
-            step = _bind_execute(m, step)
+        if getattr(type(m), method) is not getattr(Middleware, method):  # overridden only
+            step = functools.partial(getattr(m, method), call_next=step)
     return step
-
-
-def _bind_enqueue(m: Middleware,
-                  nxt: Callable[[EnqueueCall], Result]) -> Callable[[EnqueueCall], Result]:
-    return lambda call: m.enqueue(call, nxt)
-
-
-def _bind_execute(m: Middleware,
-                  nxt: Callable[[ExecuteCall], Any]) -> Callable[[ExecuteCall], Any]:
-    return lambda call: m.execute(call, nxt)
