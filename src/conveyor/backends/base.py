@@ -26,6 +26,17 @@ REVOKED = "REVOKED"
 TERMINAL_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
 
 
+def derived_state(ready_at: float, delivery_count: int, leased: bool, now: float) -> str:
+    """The state of a message that is still in the queue (shared by every backend)."""
+    if leased:
+        return STARTED
+    if delivery_count > 0:
+        return RETRY
+    if ready_at > now:
+        return SCHEDULED
+    return PENDING
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One task to enqueue. `dedup_key`, when set, is held while the message exists and for

@@ -15,10 +15,6 @@ from dataclasses import dataclass
 
 from .base import (
     FAILURE,
-    PENDING,
-    RETRY,
-    SCHEDULED,
-    STARTED,
     Ack,
     Backend,
     Bury,
@@ -30,6 +26,7 @@ from .base import (
     Settlement,
     StoredResult,
     WorkerInfo,
+    derived_state,
 )
 
 
@@ -49,17 +46,6 @@ class _Msg:
     dead: bool = False
     reason: str = ""
     died_at: float = 0.0
-
-
-def derived_state(ready_at: float, delivery_count: int, leased: bool, now: float) -> str:
-    """The state of a message that is still in the queue (shared by every backend)."""
-    if leased:
-        return STARTED
-    if delivery_count > 0:
-        return RETRY
-    if ready_at > now:
-        return SCHEDULED
-    return PENDING
 
 
 class MemoryBackend(Backend):

@@ -33,8 +33,8 @@ from .base import (
     Settlement,
     StoredResult,
     WorkerInfo,
+    derived_state,
 )
-from .memory import derived_state
 from .wake import RESULTS, WORKERS, WakeChannel, channel_directory, wait_readable
 
 T = TypeVar("T")
@@ -280,10 +280,7 @@ class SqliteBackend(Backend):
               limit: int) -> list[Delivery]:
         if queues is not None and not queues:
             return []
-        where, params = self._claimable(queues, now)
-        # A cheap read first: an idle poll must not take the write lock.
-        probe = f"SELECT 1 FROM conveyor_messages WHERE {where} LIMIT 1"
-        if self._read(lambda c: c.execute(probe, params).fetchone()) is None:
+        if not self._any_ready(queues, now):  # an idle poll must not take the write lock
             return []
         return self._write(lambda c: self._claim(c, queues, worker_id, now, lease_for, limit))
 
@@ -301,6 +298,12 @@ class SqliteBackend(Backend):
         out = self._write(run)
         self._announce(settlements, now)
         return out
+
+    def _any_ready(self, queues: Sequence[str] | None, now: float) -> bool:
+        """A cheap read: is anything claimable in these queues?"""
+        where, params = self._claimable(queues, now)
+        probe = f"SELECT 1 FROM conveyor_messages WHERE {where} LIMIT 1"
+        return self._read(lambda c: c.execute(probe, params).fetchone()) is not None
 
     @staticmethod
     def _claimable(queues: Sequence[str] | None, now: float) -> tuple[str, list[Any]]:
@@ -363,9 +366,7 @@ class SqliteBackend(Backend):
                 super().wait_for_work(queues, timeout)
                 return
             # Something enqueued just before we listened did not wake us: look once.
-            where, params = self._claimable(queues, time.time())
-            probe = f"SELECT 1 FROM conveyor_messages WHERE {where} LIMIT 1"
-            if self._read(lambda c: c.execute(probe, params).fetchone()) is None:
+            if not self._any_ready(queues, time.time()):
                 wait_readable(sock, timeout)
 
     def wait(self, ids: Sequence[str], timeout: float | None, now_fn: Any = time.time,
