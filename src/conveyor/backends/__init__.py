@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import importlib
 import os
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from .base import Backend
+from .base import Backend, redact
+
+__all__ = ["DEFAULT_URL", "SCHEMES", "Backend", "backend_class", "create_backend", "known_schemes",
+           "redact", "resolve_url"]
 
 SCHEMES: dict[str, str] = {
     "memory": "conveyor.backends.memory:MemoryBackend",
@@ -19,21 +22,6 @@ DEFAULT_URL = "sqlite:///conveyor.db"
 def resolve_url(url: str | None) -> str:
     """The URL to use: the one given, else CONVEYOR_URL, else the embedded SQLite default."""
     return url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by ***, for logs and error messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def known_schemes() -> str:

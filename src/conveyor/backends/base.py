@@ -13,6 +13,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import ConfigError
 
 # Task states, as API.md names them.
 PENDING = "PENDING"
@@ -35,6 +38,21 @@ def derived_state(ready_at: float, delivery_count: int, leased: bool, now: float
     if ready_at > now:
         return SCHEDULED
     return PENDING
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***, for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +166,14 @@ class Backend(abc.ABC):
     def enqueue(self, messages: Sequence[Message], now: float) -> list[str]:
         """Write messages atomically each. Returns, per message, the id that holds its dedup
         key: the message's own id when written, the existing holder's id when not."""
+
+    def enqueue_in(self, connection: Any, messages: Sequence[Message], now: float) -> list[str]:
+        """Like `enqueue`, but inside the caller's open transaction on `connection` (a
+        connection to this backend's own database): the messages exist only if that
+        transaction commits. Only a backend that shares its database with the application
+        (PostgreSQL) can do this."""
+        raise ConfigError(f"{redact(self.url)} cannot enqueue inside your database transaction; "
+                          "transactional enqueue needs a postgresql:// backend")
 
     # --- consumer -------------------------------------------------------------------------
     @abc.abstractmethod

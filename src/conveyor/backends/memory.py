@@ -10,8 +10,10 @@ import heapq
 import itertools
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .base import (
     FAILURE,
@@ -52,6 +54,7 @@ class MemoryBackend(Backend):
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)  # an enqueue or a settle happened
         self._seq = itertools.count(1)
         self._messages: dict[str, _Msg] = {}
         self._ready: dict[str, list[tuple[int, int, str]]] = {}  # queue -> heap(-prio, seq, id)
@@ -117,6 +120,7 @@ class MemoryBackend(Backend):
                 self._results.pop(m.id, None)
                 self._schedule(msg, now)
                 out.append(m.id)
+            self._changed.notify_all()
         return out
 
     # --- consumer -------------------------------------------------------------------------
@@ -196,7 +200,21 @@ class MemoryBackend(Backend):
                     self._release_key(msg, now)
                     self._store(msg.id, FAILURE, s.data, s.result_ttl, now)
                 out.append(True)
+            self._changed.notify_all()
         return out
+
+    def wait_for_work(self, queues: Sequence[str] | None, timeout: float) -> None:
+        if timeout > 0:
+            with self._changed:
+                self._changed.wait(timeout)
+
+    def wait(self, ids: Sequence[str], timeout: float | None, now_fn: Any = time.time,
+             ) -> dict[str, StoredResult]:
+        def pause(seconds: float) -> None:
+            with self._changed:
+                self._changed.wait(seconds)
+
+        return self.poll_results(ids, timeout, now_fn, pause, 0.001)
 
     # --- results --------------------------------------------------------------------------
     def get_results(self, ids: Sequence[str], now: float) -> dict[str, StoredResult]:

@@ -114,6 +114,46 @@ class StateConformance(ConformanceBase):
         backend.wait_for_work(None, 0.01)
         assert time.monotonic() - started < 5.0
 
+    def test_wait_is_woken_when_a_result_is_stored(self, backend: Backend,
+                                                   clock: FakeClock) -> None:
+        """A waiting caller hears of the ack from another thread (or machine) long before its
+        timeout: backends with notifications are woken, polling ones poll often enough."""
+        self.put(backend, clock, msg("slow"))
+        d = self.take_one(backend, clock)
+
+        def finish() -> None:
+            time.sleep(0.1)
+            backend.ack(d.id, d.token, b"1", clock.now())
+
+        helper = threading.Thread(target=finish)
+        started = time.monotonic()
+        helper.start()
+        try:
+            found = backend.wait(["slow"], 20, clock.now)
+        finally:
+            helper.join(30)
+        assert found["slow"].state == SUCCESS
+        assert time.monotonic() - started < 5.0
+
+    def test_wait_for_work_is_woken_by_an_enqueue(self, backend: Backend,
+                                                  clock: FakeClock) -> None:
+        """An idle worker blocked in `wait_for_work` wakes when a task arrives, not when its
+        (long) timeout ends."""
+
+        def produce() -> None:
+            time.sleep(0.1)
+            self.put(backend, clock, msg("new"))
+
+        helper = threading.Thread(target=produce)
+        started = time.monotonic()
+        helper.start()
+        try:
+            backend.wait_for_work(["q"], 20)
+        finally:
+            helper.join(30)
+        assert time.monotonic() - started < 5.0
+        assert self.ids(self.take(backend, clock)) == ["new"]
+
     # --- locks and counters -----------------------------------------------------------------
     def test_lock_ownership_renewal_and_expiry(self, backend: Backend, clock: FakeClock) -> None:
         t0 = clock.now()

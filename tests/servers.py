@@ -1,0 +1,92 @@
+"""Where the tests find Redis and PostgreSQL, and what happens when they are not there.
+
+Locally a missing server skips its tests with a message saying how to run them; with `CI` set
+(CI runs with `CI=true`) an unreachable server fails the test, so a broken service can never
+turn into a silently green run. Each test gets its own namespace: a key prefix on Redis, a
+schema on PostgreSQL, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("CONVEYOR_TEST_POSTGRES_URL",
+                              "postgresql://postgres@127.0.0.1:5432/test")
+
+HOW_TO = {
+    "redis": "start Redis on 127.0.0.1:6379 (redis-server) or set CONVEYOR_TEST_REDIS_URL",
+    "postgresql": "start PostgreSQL on 127.0.0.1:5432 with a database `test` the current user "
+                  "can use (trust auth) or set CONVEYOR_TEST_POSTGRES_URL",
+}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def reachable(url: str, timeout: float = 1.0) -> str | None:
+    """None when a TCP (or Unix socket) connection to the URL's server opens, else why not."""
+    parts = urlsplit(url)
+    try:
+        if parts.scheme == "unix":
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(timeout)
+                s.connect(parts.path)
+        else:
+            default = 6379 if parts.scheme.startswith("redis") else 5432
+            with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default),
+                                          timeout=timeout):
+                pass
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def require(kind: str, url: str) -> None:
+    """Skip (locally) or fail (in CI) when the server behind `url` cannot be reached."""
+    why = reachable(url)
+    if why is None:
+        return
+    text = f"{kind} is not reachable at {url} ({why}); to run these tests, {HOW_TO[kind]}"
+    if in_ci():
+        pytest.fail(f"CI is set, so a missing backend is a failure: {text}", pytrace=False)
+    pytest.skip(text)
+
+
+def with_query(url: str, **params: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return url + sep + "&".join(f"{k}={v}" for k, v in params.items())
+
+
+def fresh_redis_url() -> Iterator[str]:
+    """A Redis URL with a key prefix of its own; its keys are deleted afterwards."""
+    require("redis", REDIS_URL)
+    prefix = f"ctest-{uuid.uuid4().hex[:12]}"
+    yield with_query(REDIS_URL, prefix=prefix)
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i:i + 500])
+    finally:
+        client.close()
+
+
+def fresh_postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL with a schema of its own; the schema is dropped afterwards."""
+    require("postgresql", POSTGRES_URL)
+    schema = f"ctest_{uuid.uuid4().hex[:12]}"
+    yield with_query(POSTGRES_URL, schema=schema)
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
