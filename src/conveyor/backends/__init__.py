@@ -15,6 +15,11 @@ __all__ = ["DEFAULT_URL", "SCHEMES", "Backend", "backend_class", "create_backend
 SCHEMES: dict[str, str] = {
     "memory": "conveyor.backends.memory:MemoryBackend",
     "sqlite": "conveyor.backends.sqlite:SqliteBackend",
+    "redis": "conveyor.backends.redis.backend:RedisBackend",
+    "rediss": "conveyor.backends.redis.backend:RedisBackend",
+    "unix": "conveyor.backends.redis.backend:RedisBackend",
+    "postgresql": "conveyor.backends.postgres.backend:PostgresBackend",
+    "postgres": "conveyor.backends.postgres.backend:PostgresBackend",
 }
 DEFAULT_URL = "sqlite:///conveyor.db"
 

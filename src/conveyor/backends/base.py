@@ -305,6 +305,11 @@ class Backend(abc.ABC):
     def housekeeping(self, now: float) -> None:
         """Drop expired results, dedup keys, locks and counters."""
 
+    def startup_warnings(self) -> list[str]:
+        """Problems a worker should log when it starts (e.g. a Redis that may evict queue
+        data). Checked once per worker, never on the producer's hot path."""
+        return []
+
     def checkpoint(self) -> None:  # noqa: B027 - optional hook
         """Background upkeep the worker supervisor runs about twice a second (SQLite: copy the
         write-ahead log back into the database, off the producers' and tasks' hot path)."""

@@ -92,6 +92,8 @@ def run_worker(app: Conveyor, *, concurrency: int | None = None, pool: str = "pr
 
     banner(app, pool, n, names, worker_id, max_tasks_per_child)
     heartbeat()  # fails fast (BackendUnavailable) if the backend cannot be reached
+    for warning in app.backend.startup_warnings():
+        log.warning("%s", warning)
     t0 = time.monotonic()
     try:
         if pool == "thread":
