@@ -160,6 +160,9 @@ class Backend(abc.ABC):
     polling defaults that a backend with server-side notifications overrides."""
 
     url: str = ""
+    #: True for a backend behind a network server (Redis, PostgreSQL): a worker that starts
+    #: while the server is down waits for it instead of exiting.
+    has_server: bool = False
 
     # --- producer -------------------------------------------------------------------------
     @abc.abstractmethod

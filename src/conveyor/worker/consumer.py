@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..backends.base import Ack, Backend, Bury, Delivery, Release
 from .executor import Executor, Finished, Prepared
+from .outage import Outage
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -87,6 +88,7 @@ class LeaseKeeper(threading.Thread):
         super().__init__(name="conveyor-leases", daemon=True)
         self.app, self.backend, self.held, self.stop = app, backend, held, stop
         self.interval = max(0.2, app.lease / 3)
+        self.outage = Outage("extending leases", log)
 
     def run(self) -> None:
         while not self.stop.wait(self.interval):
@@ -99,8 +101,9 @@ class LeaseKeeper(threading.Thread):
         try:
             kept = self.backend.extend(leases, self.app.clock.now(), self.app.lease)
         except Exception as exc:  # the backend is down: keep trying; the lease may run out
-            log.warning("could not extend %d lease(s): %s", len(leases), exc)
+            self.outage.failed(exc)
             return
+        self.outage.ok()
         for mid, token in leases:
             if token not in kept:
                 self.held.discard(mid)
@@ -135,6 +138,7 @@ class Slot:
         self.done = 0
         self.slow: dict[str, float] = {}  # task name -> recent duration (seconds)
         self.pending: list[Outcome] = []
+        self.outage = Outage("claiming from the backend", log)
 
     def _exhausted(self) -> bool:
         return self.max_tasks is not None and self.done >= self.max_tasks
@@ -154,15 +158,17 @@ class Slot:
                     settled, batch = self.backend.settle_and_claim(
                         [o.fin.settlement for o in self.pending], self.queues, self.worker_id,
                         self.app.clock.now(), self.app.lease, limit)
-                except Exception as exc:
-                    log.error("claim failed: %s; retrying", exc)
-                    self.stop.wait(min(idle * 10, 2.0))
-                    idle = min(max(idle * 2, 0.05), 2.0)
+                except Exception as exc:  # e.g. BackendUnavailable while a server restarts
+                    self.stop.wait(self.outage.failed(exc))
                     continue
+                self.outage.ok()
                 self.settled(settled)
                 if not batch:
                     limit = 1
-                    self.backend.wait_for_work(self.queues, idle)
+                    try:
+                        self.backend.wait_for_work(self.queues, idle)
+                    except Exception as exc:
+                        self.stop.wait(self.outage.failed(exc))
                     idle = min(idle * 2, IDLE_MAX)
                     continue
                 idle = IDLE_MIN

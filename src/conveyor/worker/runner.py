@@ -8,10 +8,12 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..backends.base import WorkerInfo
-from ..errors import ConfigError
+from ..errors import BackendUnavailable, ConfigError
+from .outage import Outage
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -77,10 +79,9 @@ def run_worker(app: Conveyor, *, concurrency: int | None = None, pool: str = "pr
             "queues": names, "started_at": started}
 
     due = {"register": 0.0, "housekeeping": 0.0}
+    outage = Outage("worker heartbeat (registry, housekeeping)", log)
 
-    def heartbeat() -> None:
-        """Called about twice a second by the pool: backend upkeep (a SQLite checkpoint), and
-        every few seconds say we are alive, every minute drop expired rows."""
+    def upkeep() -> None:
         now = app.clock.now()
         if now >= due["register"]:
             app.backend.put_worker(WorkerInfo(worker_id, info), now, 30.0)
@@ -90,8 +91,19 @@ def run_worker(app: Conveyor, *, concurrency: int | None = None, pool: str = "pr
             due["housekeeping"] = now + HOUSEKEEPING_EVERY
         app.backend.checkpoint()
 
+    def heartbeat() -> None:
+        """Called about twice a second by the pool: backend upkeep (a SQLite checkpoint), and
+        every few seconds say we are alive, every minute drop expired rows. A backend outage
+        is logged once, not twice a second."""
+        try:
+            upkeep()
+        except Exception as exc:
+            outage.failed(exc)
+        else:
+            outage.ok()
+
     banner(app, pool, n, names, worker_id, max_tasks_per_child)
-    heartbeat()  # fails fast (BackendUnavailable) if the backend cannot be reached
+    wait_for_backend(app, upkeep)
     for warning in app.backend.startup_warnings():
         log.warning("%s", warning)
     t0 = time.monotonic()
@@ -110,6 +122,23 @@ def run_worker(app: Conveyor, *, concurrency: int | None = None, pool: str = "pr
             log.warning("could not unregister worker: %s", exc)
     log.info("worker %s stopped after %.1fs", worker_id, time.monotonic() - t0)
     return code
+
+
+def wait_for_backend(app: Conveyor, first_call: Callable[[], None]) -> None:
+    """Make the first backend call, and while the server cannot be reached (a worker started
+    before its Redis or PostgreSQL, as in docker compose) keep trying with backoff instead of
+    exiting. Any other error (a bad path, bad credentials) ends the worker at once."""
+    outage = Outage(f"connecting to {app.safe_url}", log, remind_every=10.0)
+    while True:
+        try:
+            first_call()
+        except BackendUnavailable as exc:
+            if not app.backend.has_server:  # a file that cannot be opened will not appear
+                raise
+            time.sleep(outage.failed(exc))
+            continue
+        outage.ok()
+        return
 
 
 def banner(app: Conveyor, pool: str, n: int, queues: list[str], worker_id: str,
