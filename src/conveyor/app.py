@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
@@ -53,6 +55,9 @@ class Conveyor:
         # Eager mode stores nothing in the backend; this lets app.result(id) find its outcomes.
         self._eager_outcomes: dict[str, StoredResult] = {}
         self._backend: Backend = create_backend(self.url)
+        # The caller's open database transaction, while inside `with app.transaction(conn)`.
+        self._transaction: contextvars.ContextVar[Any] = contextvars.ContextVar(
+            f"conveyor-transaction-{id(self)}", default=None)
 
     def __repr__(self) -> str:
         return f"<Conveyor {redact(self.url)} tasks={len(self.tasks)}>"
@@ -159,7 +164,7 @@ class Conveyor:
               countdown: float | timedelta | None = None, eta: datetime | None = None,
               queue: str | None = None, priority: int | None = None,
               expires: float | timedelta | datetime | None = None, retries: int | None = None,
-              task_id: str | None = None, **options: Any) -> Result:
+              task_id: str | None = None, connection: Any = None, **options: Any) -> Result:
         for name in NOT_YET_CALL:
             if options.get(name) is not None:
                 raise ConfigError(f"{task.name}: apply_async option {name}= is not supported yet")
@@ -179,7 +184,7 @@ class Conveyor:
             ready_at = now + (seconds(countdown, "countdown") or 0.0)
         elif eta is not None:
             ready_at = _timestamp(eta)
-        self.backend.enqueue([Message(env.id, env.queue, body, env.priority, ready_at)], now)
+        self._write([Message(env.id, env.queue, body, env.priority, ready_at)], now, connection)
         return Result(self, env.id, task.name)
 
     def send_many(self, task: Task[Any, Any], calls: Sequence[tuple[Any, ...]]) -> ResultGroup:
@@ -191,9 +196,36 @@ class Conveyor:
         built = [self._envelope(task, args, {}, now=now) for args in calls]
         if self.eager:
             return ResultGroup(self, [self._run_eager(task, env, body) for env, body in built])
-        self.backend.enqueue([Message(env.id, env.queue, body, env.priority, now)
-                              for env, body in built], now)
+        self._write([Message(env.id, env.queue, body, env.priority, now)
+                     for env, body in built], now, None)
         return ResultGroup(self, [Result(self, env.id, task.name) for env, _ in built])
+
+    def _write(self, messages: list[Message], now: float, connection: Any) -> list[str]:
+        """Enqueue through the backend, or inside the caller's transaction when one is given
+        (or open via `transaction`)."""
+        if connection is None:
+            connection = self._transaction.get()
+        if connection is None:
+            return self.backend.enqueue(messages, now)
+        return self.backend.enqueue_in(connection, messages, now)
+
+    @contextmanager
+    def transaction(self, connection: Any) -> Iterator[Any]:
+        """Within this block, every `delay`, `apply_async` and `map` of this app is written
+        in `connection`'s open transaction (PostgreSQL): rolled back, the tasks never existed;
+        committed, they run. The block does not commit or roll back; the caller does::
+
+            with conn.transaction(), app.transaction(conn):
+                orders.insert(conn, order)
+                send_receipt.delay(order.id)
+        """
+        if connection is None:
+            raise ConfigError("app.transaction() needs a database connection, not None")
+        token = self._transaction.set(connection)
+        try:
+            yield connection
+        finally:
+            self._transaction.reset(token)
 
     def result(self, task_id: str) -> Result:
         """A Result for an id, from any process (in eager mode: of a task this app ran)."""

@@ -175,8 +175,12 @@ class Task(Generic[P, R]):
                     queue: str | None = None, priority: int | None = None,
                     expires: float | timedelta | datetime | None = None,
                     retries: int | None = None, task_id: str | None = None,
-                    **options: Any) -> Result:
-        """Enqueue with options; see API.md §2."""
+                    connection: Any = None, **options: Any) -> Result:
+        """Enqueue with options; see API.md §2. `connection`: a database connection of the
+        PostgreSQL backend's database with a transaction open; the task is written in that
+        transaction, so it exists only if the transaction commits."""
+        if connection is not None:
+            options["connection"] = connection
         return self.app.send(self, tuple(args or ()), dict(kwargs or {}), countdown=countdown,
                              eta=eta, queue=queue, priority=priority, expires=expires,
                              retries=retries, task_id=task_id, **options)
