@@ -54,11 +54,9 @@ class ThreadHost:
             self._running.pop(d.id, None)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        # Only count: a handler that took a lock (Event.set, logging) could deadlock with the
+        # main thread it interrupted while that thread held the same lock.
         self.signals += 1
-        if self.signals == 1:
-            log.info("stopping: finishing running tasks (up to %gs); signal again to stop "
-                     "at once", self.grace)
-        self.stop.set()
 
     def run(self) -> int:
         in_main = threading.current_thread() is threading.main_thread()
@@ -76,7 +74,7 @@ class ThreadHost:
             t.start()
         try:
             next_beat = 0.0
-            while not self.stop.is_set():
+            while not self.signals and not self.stop.is_set():
                 if self.heartbeat is not None and time.monotonic() >= next_beat:
                     try:
                         self.heartbeat()
@@ -84,7 +82,10 @@ class ThreadHost:
                         log.warning("worker heartbeat failed: %s", exc)
                     next_beat = time.monotonic() + HEARTBEAT_EVERY
                 self.check_deadlines()
-                self.stop.wait(0.2)
+                time.sleep(0.05)
+            log.info("stopping: finishing running tasks (up to %gs); signal again to stop "
+                     "at once", self.grace)
+            self.stop.set()
             deadline = time.monotonic() + self.grace
             while any(t.is_alive() for t in threads):
                 if self.signals >= 2 or time.monotonic() > deadline:
