@@ -29,5 +29,9 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+.PHONY: bench-servers
+bench-servers: $(STAMP)
+	$(BIN)/python bench/servers.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -20,6 +20,11 @@ REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"
 POSTGRES_URL = os.environ.get("CONVEYOR_TEST_POSTGRES_URL",
                               "postgresql://postgres@127.0.0.1:5432/test")
 
+#: Run a module's `project` tests on SQLite, Redis and PostgreSQL:
+#: `pytestmark = ON_EVERY_SERVER_BACKEND` (tests/e2e/conftest.py's `backend_kind` fixture).
+ON_EVERY_SERVER_BACKEND = pytest.mark.parametrize("backend_kind",
+                                                  ["sqlite", "redis", "postgresql"])
+
 HOW_TO = {
     "redis": "start Redis on 127.0.0.1:6379 (redis-server) or set CONVEYOR_TEST_REDIS_URL",
     "postgresql": "start PostgreSQL on 127.0.0.1:5432 with a database `test` the current user "

@@ -26,6 +26,7 @@ from .errors import (
     WorkerLost,
 )
 from .middleware import EnqueueCall, ExecuteCall, Middleware
+from .periodic import crontab
 from .result import Result, ResultGroup
 from .task import Task, TaskContext
 
@@ -62,4 +63,5 @@ __all__ = [
     "TimeoutError",
     "WorkerLost",
     "__version__",
+    "crontab",
 ]

@@ -8,8 +8,8 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, overload
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .backends import create_backend, redact, resolve_url
 from .backends.base import SUCCESS, Backend, Message, StoredResult
@@ -20,6 +20,9 @@ from .middleware import EnqueueCall, Middleware, chain_enqueue
 from .result import EagerResult, Result, ResultGroup, failure_from
 from .serializers import Codec, make_serializer
 from .task import NOT_YET_CALL, Task, build_options, seconds
+
+if TYPE_CHECKING:
+    from .periodic import Cron, PeriodicEntry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,6 +48,7 @@ class Conveyor:
         self.clock: Clock = clock or SystemClock()
         self.codec = Codec(make_serializer(serializer, secret_key), secret_key)
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.periodic_tasks: dict[str, PeriodicEntry] = {}  # name -> schedule (@app.periodic)
         self.middleware: tuple[Middleware, ...] = tuple(middleware)
         for m in self.middleware:
             if not isinstance(m, Middleware):
@@ -100,6 +104,20 @@ class Conveyor:
                 raise ConfigError("use @app.task or @app.task(**options), not both")
             return register(fn)
         return register
+
+    def periodic(self, schedule: str | Cron | None = None, *,
+                 every: float | timedelta | None = None, tz: str | tzinfo | None = None,
+                 catch_up: bool = True, overlap: bool = True, args: Sequence[Any] = (),
+                 kwargs: dict[str, Any] | None = None,
+                 **options: Any) -> Callable[[Callable[..., Any]], Task[Any, Any]]:
+        """Register a function as a task that runs on a schedule: cron text (local zone unless
+        `tz=`), `crontab(...)`, or `every=` seconds/timedelta; called with `args`/`kwargs`.
+        Every worker runs the scheduler, yet each tick runs once (docs/periodic.md). Other
+        options are `@app.task`'s; `.delay()` works as for any task."""
+        from .periodic import periodic_decorator
+
+        return periodic_decorator(self, schedule, every=every, tz=tz, catch_up=catch_up,
+                                  overlap=overlap, args=args, kwargs=kwargs, **options)
 
     def queues(self) -> list[str]:
         """The default queue and every queue a registered task names."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .backends.base import PENDING, TERMINAL_STATES, DeadLetter, WorkerInfo
 from .envelope import Envelope
 from .errors import SerializationError, TaskFailed
+from .periodic import PeriodicInfo, periodic_status
 
 if TYPE_CHECKING:
     from .app import Conveyor
@@ -76,6 +77,7 @@ class Status:
     queues: list[QueueInfo]
     workers: list[WorkerStatus]
     dead: int
+    periodic: list[PeriodicInfo] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +125,18 @@ class Inspector:
         return self.app.backend.count_dead()
 
     def status(self) -> Status:
-        return Status(self.queues(), self.workers(), self.dead_count())
+        return Status(self.queues(), self.workers(), self.dead_count(), self.periodic())
+
+    def periodic(self) -> list[PeriodicInfo]:
+        """Each periodic task with its schedule, last run (tick time and state, found by the
+        ids of its recent ticks) and next run, sorted by name."""
+        if not self.app.periodic_tasks:
+            return []
+        return periodic_status(self.app, self._now())
 
     def tasks(self) -> list[TaskInfo]:
         """The registered tasks, sorted by name."""
-        return [_task_info(t) for _, t in sorted(self.app.tasks.items())]
+        return [_task_info(self.app, t) for _, t in sorted(self.app.tasks.items())]
 
     def outcome(self, task_id: str, wait: bool = False, timeout: float | None = None) -> Outcome:
         """The state of `task_id` (waiting for it to finish when `wait`); raises
@@ -166,8 +175,10 @@ class Inspector:
         backend = self.app.backend
         migrate = getattr(backend, "migrate", None)
         if callable(migrate):  # backends with versioned schemas (PostgreSQL) provide this
-            done = migrate()
-            return str(done) if done else "schema is up to date"
+            done = list(migrate())
+            if done:
+                return f"applied {len(done)} migration(s): {', '.join(map(str, done))}"
+            return "schema is up to date"
         backend.queue_stats(self._now())  # a cheap call that connects and creates the schema
         if self.app.url.startswith("memory:"):
             return "nothing to migrate: memory:// keeps nothing between processes"
@@ -210,9 +221,14 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
-def _task_info(task: Task[Any, Any]) -> TaskInfo:
+def _task_info(app: Conveyor, task: Task[Any, Any]) -> TaskInfo:
     o = task.options
     extras: dict[str, Any] = {}
+    bind = o.bind
+    entry = app.periodic_tasks.get(task.name)
+    if entry is not None:  # registered with bind=True to know its tick; show what the user set
+        bind = entry.user_bind
+        extras["periodic"] = repr(entry.schedule.describe())
     if o.retry.retries:
         extras["retry_delay"] = o.retry.delay
         if o.retry.backoff:
@@ -221,10 +237,10 @@ def _task_info(task: Task[Any, Any]) -> TaskInfo:
             extras["retry_jitter"] = True
     if o.retry_on != (Exception,):
         extras["retry_on"] = [e.__name__ for e in o.retry_on]
-    if o.result_ttl is not None:
+    if o.result_ttl is not None and entry is None:  # periodic tasks get one chosen for them
         extras["result_ttl"] = o.result_ttl
     return TaskInfo(o.name, o.queue, o.priority, o.retry.retries, o.timeout, o.store_result,
-                    o.bind, task.is_async, extras)
+                    bind, task.is_async, extras)
 
 
 __all__ = ["DeadTask", "Inspector", "Outcome", "QueueInfo", "Status", "TaskInfo",

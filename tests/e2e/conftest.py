@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from servers import fresh_postgres_url, fresh_redis_url
+
 T = TypeVar("T")
 
 # Every tasks module starts with this: the app on a SQLite file in tmp_path, and a ledger file
@@ -151,12 +153,13 @@ class Worker:
 
 
 class Project:
-    """A directory with a `tasks.py`, its SQLite queue and ledger, and the workers on it."""
+    """A directory with a `tasks.py`, its queue (a SQLite file there, or a namespace of its own
+    on Redis or PostgreSQL) and ledger, and the workers on it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, url: str | None = None) -> None:
         self.root = root
         self.db = root / "q.db"
-        self.url = f"sqlite:///{self.db}"
+        self.url = url or f"sqlite:///{self.db}"
         self.ledger_path = root / "ledger.txt"
         self.workers: list[Worker] = []
         self.modules: list[ModuleType] = []
@@ -177,8 +180,9 @@ class Project:
         self.modules.append(module)
         return module
 
-    def worker(self, *args: str, ready: bool = True) -> Worker:
-        w = Worker(self.root, next(self._index), args, self.env)
+    def worker(self, *args: str, ready: bool = True, env: dict[str, str] | None = None,
+               ) -> Worker:
+        w = Worker(self.root, next(self._index), args, {**self.env, **(env or {})})
         self.workers.append(w)
         if ready:
             w.wait_ready()
@@ -213,8 +217,29 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture
-def project(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Project]:
-    p = Project(tmp_path)
+def backend_kind() -> str:
+    """The backend a `project` uses; modules parametrize it to run on every backend."""
+    return "sqlite"
+
+
+@pytest.fixture
+def backend_url(backend_kind: str) -> Iterator[str | None]:
+    """None for SQLite (a file in the project), else a fresh Redis prefix or PostgreSQL schema
+    (skipped locally, failed under CI, when the server is not there)."""
+    if backend_kind == "sqlite":
+        yield None
+    elif backend_kind == "redis":
+        yield from fresh_redis_url()
+    elif backend_kind == "postgresql":
+        yield from fresh_postgres_url()
+    else:
+        raise ValueError(f"unknown backend kind {backend_kind!r}")
+
+
+@pytest.fixture
+def project(tmp_path: Path, request: pytest.FixtureRequest,
+            backend_url: str | None) -> Iterator[Project]:
+    p = Project(tmp_path, backend_url)
     try:
         yield p
     finally:

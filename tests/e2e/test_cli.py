@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from servers import ON_EVERY_SERVER_BACKEND
+
 TASKS = textwrap.dedent("""
     from conveyor import Conveyor
 
@@ -36,6 +38,8 @@ TASKS = textwrap.dedent("""
         pass
 """)
 
+pytestmark = ON_EVERY_SERVER_BACKEND
+
 COMMANDS = ["worker", "status", "tasks", "enqueue", "result", "dead", "purge", "periodic",
             "migrate"]
 
@@ -43,11 +47,11 @@ COMMANDS = ["worker", "status", "tasks", "enqueue", "result", "dead", "purge", "
 class CliProject:
     """A directory holding `tasks.py` and its SQLite queue, and a way to run the CLI there."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, url: str | None = None) -> None:
         self.root = root
         (root / "tasks.py").write_text(TASKS)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-        self.env["CONVEYOR_URL"] = f"sqlite:///{root / 'queue.db'}"
+        self.env["CONVEYOR_URL"] = url or f"sqlite:///{root / 'queue.db'}"
         self.env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
 
@@ -77,8 +81,8 @@ class CliProject:
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> CliProject:
-    return CliProject(tmp_path)
+def cli(tmp_path: Path, backend_url: str | None) -> CliProject:
+    return CliProject(tmp_path, backend_url)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
@@ -192,7 +196,7 @@ def test_enqueue_usage_errors_exit_2(cli: CliProject, args: list[str], words: st
 
 def test_status_shows_queues_workers_and_dead_letters(cli: CliProject) -> None:
     out = cli.ok("status", "tasks")
-    assert "queue.db" in out
+    assert cli.env["CONVEYOR_URL"] in out  # the backend it looked at
     assert "workers: none" in out
     assert "dead letters: 0" in out
     assert cli.queue_row("media") == (0, 0, 0)  # a task's queue shows even when empty
@@ -287,11 +291,19 @@ def test_periodic_is_honest(cli: CliProject) -> None:
     assert cli.ok("periodic", "tasks").strip() == "no periodic tasks"
 
 
-def test_migrate_creates_the_schema(cli: CliProject) -> None:
-    assert not (cli.root / "queue.db").exists()
+def test_migrate_creates_the_schema(cli: CliProject, backend_kind: str) -> None:
+    if backend_kind == "sqlite":
+        assert not (cli.root / "queue.db").exists()
     out = cli.ok("migrate", "tasks")
-    assert "schema" in out and "queue.db" in out
-    assert (cli.root / "queue.db").exists()
+    assert cli.env["CONVEYOR_URL"] in out
+    if backend_kind == "sqlite":
+        assert "schema is ready" in out
+        assert (cli.root / "queue.db").exists()
+    elif backend_kind == "postgresql":
+        assert "applied 1 migration(s): 0001_initial" in out
+        assert "schema is up to date" in cli.ok("migrate", "tasks")  # the second time
+    cli.ok("enqueue", "tasks", "tasks.add", "1", "2")
+    assert cli.queue_row("default") == (1, 0, 0)
 
 
 @pytest.mark.parametrize(("flags", "words"), [

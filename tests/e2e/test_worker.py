@@ -1,5 +1,5 @@
-"""The worker end to end: `python -m conveyor worker` as real processes on a SQLite file, real
-signals and real kills. Each test writes its own `tasks.py`; the producer runs here."""
+"""The worker end to end: `python -m conveyor worker` as real processes on SQLite, Redis and
+PostgreSQL, real signals and real kills. Each test writes its own `tasks.py`; the producer runs here."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from conveyor import PENDING, STARTED, TaskFailed
 from conveyor import TimeoutError as ConveyorTimeout
 from conveyor.backends.base import Message
 from conveyor.envelope import Envelope
+from servers import ON_EVERY_SERVER_BACKEND
 
 if TYPE_CHECKING:
     from conftest import Project  # the `project` fixture of tests/e2e/conftest.py
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [ON_EVERY_SERVER_BACKEND, pytest.mark.timeout(90)]
 
 BASIC = '''
 @app.task

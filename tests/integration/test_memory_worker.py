@@ -46,7 +46,7 @@ SCRIPT = textwrap.dedent('''
             print("PRODUCER OK", flush=True)
         finally:
             os.kill(os.getpid(), signal.SIGTERM)  # the worker finishes `slow` and exits
-        print("SLOW", running.get(timeout=10), flush=True)
+        print(f"SLOW {running.get(timeout=10)}", flush=True)
 
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()

@@ -125,7 +125,8 @@ def purge(app_path: str, queue: str | None, force: bool) -> None:
 def migrate(app_path: str) -> None:
     """Create or upgrade the backend's schema.
 
-    SQLite does this by itself on first use; PostgreSQL needs it before first use.
+    Every backend also does this by itself on first use; on PostgreSQL, run it once per deploy,
+    before the new code starts, so the versioned migrations are applied at a moment you choose.
     """
     app = load(app_path)
     click.echo(f"{app.safe_url}: {Inspector(app).migrate()}")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import click
 
 from ..inspect import Inspector, Status, TaskInfo
-from .common import APP_HELP, age, app_argument, load, table
+from ..periodic import PeriodicInfo
+from .common import APP_HELP, age, app_argument, load, local_time, table
 
 
 @click.command(epilog=APP_HELP)
 @app_argument()
 def status(app_path: str) -> None:
-    """Show queues, workers and dead letters.
+    """Show queues, workers, dead letters and periodic tasks.
 
     Queues with their ready, scheduled and running counts; live workers with their last
     heartbeat; how many dead letters wait.
@@ -38,6 +39,10 @@ def render_status(url: str, st: Status) -> str:
         lines.append("workers: none")
     lines.append("")
     lines.append(f"dead letters: {st.dead}")
+    if st.periodic:
+        lines.append("")
+        lines.append(f"periodic tasks: {len(st.periodic)}")
+        lines.append(render_periodic(st.periodic, brief=True))
     return "\n".join(lines)
 
 
@@ -76,8 +81,32 @@ def _flags(t: TaskInfo) -> str:
 def periodic(app_path: str) -> None:
     """List periodic tasks.
 
-    Each with its schedule, last run and next run.
+    Each with its schedule, last run (its tick time and outcome) and next run, in this
+    machine's local time.
     """
-    load(app_path)
-    # Periodic tasks do not exist in this version yet, so no app has any.
-    click.echo("no periodic tasks")
+    infos = Inspector(load(app_path)).periodic()
+    if not infos:
+        click.echo("no periodic tasks")
+        return
+    click.echo(render_periodic(infos))
+
+
+def render_periodic(infos: list[PeriodicInfo], brief: bool = False) -> str:
+    """A table: name, schedule, last run (tick time and state), next run; plus queue and the
+    catch_up/overlap settings unless `brief`."""
+    header = ["name", "schedule", "last run", "next run"]
+    rows = []
+    for p in infos:
+        last = "-" if p.last_tick is None else f"{local_time(p.last_tick)} {p.last_state}"
+        nxt = "never" if p.next_run is None else local_time(p.next_run)
+        if p.waiting is not None:  # came due while no worker ran: runs when one starts
+            nxt = f"{local_time(p.waiting)} (due, waiting for a worker)"
+        row = [p.name, p.schedule, last, nxt]
+        if not brief:
+            flags = [] if p.catch_up else ["catch_up=False"]
+            flags += [] if p.overlap else ["overlap=False"]
+            row += [p.queue, " ".join(flags)]
+        rows.append(row)
+    if not brief:
+        header += ["queue", "options"]
+    return table(header, rows)

@@ -37,7 +37,8 @@ def split_queues(values: tuple[str, ...]) -> list[str] | None:
               metavar="SECONDS",
               help="On SIGTERM/SIGINT, how long running tasks may take to finish.")
 @click.option("--node", default=None, help="Name shown for this worker (default: host name).")
-@click.option("--no-scheduler", is_flag=True, help="Do not run periodic tasks in this worker.")
+@click.option("--no-scheduler", is_flag=True,
+              help="Do not schedule periodic tasks from this worker (it still runs them).")
 @click.option("--reload", is_flag=True, help="Restart when source files change (not yet).")
 @click.pass_context
 def worker(ctx: click.Context, app_path: str, concurrency: int | None, pool: str,
@@ -54,11 +55,10 @@ def worker(ctx: click.Context, app_path: str, concurrency: int | None, pool: str
         raise BadUsage("--reload is not available yet")
     if pool == "async":
         raise BadUsage("--pool async is not available yet: use --pool process or --pool thread")
-    # --no-scheduler is accepted for forward compatibility: there is no scheduler yet.
     app = load(app_path)
     from ..worker.runner import run_worker
 
     code = run_worker(app, concurrency=concurrency, pool=pool, queues=split_queues(queue_opts),
                       max_tasks_per_child=max_tasks_per_child, log_level=log_level.upper(),
-                      grace=grace, node=node)
+                      grace=grace, node=node, scheduler=not no_scheduler)
     ctx.exit(code)

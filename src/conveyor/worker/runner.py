@@ -55,8 +55,12 @@ def setup_logging(level: str) -> None:
 
 def run_worker(app: Conveyor, *, concurrency: int | None = None, pool: str = "process",
                queues: list[str] | None = None, max_tasks_per_child: int | None = None,
-               log_level: str = "INFO", grace: float = 30.0, node: str | None = None) -> int:
-    """Run a worker until SIGTERM/SIGINT. Returns the process exit code."""
+               log_level: str = "INFO", grace: float = 30.0, node: str | None = None,
+               scheduler: bool = True) -> int:
+    """Run a worker until SIGTERM/SIGINT. Returns the process exit code. `scheduler`: also
+    enqueue the app's periodic ticks (from the heartbeat; each tick happens once however many
+    workers do this)."""
+    from ..periodic import Scheduler
     from .pools import ThreadHost
     from .supervisor import Supervisor, default_concurrency
 
@@ -80,6 +84,7 @@ def run_worker(app: Conveyor, *, concurrency: int | None = None, pool: str = "pr
 
     due = {"register": 0.0, "housekeeping": 0.0}
     outage = Outage("worker heartbeat (registry, housekeeping)", log)
+    periodic = Scheduler(app) if scheduler and app.periodic_tasks else None
 
     def upkeep() -> None:
         now = app.clock.now()
@@ -95,6 +100,8 @@ def run_worker(app: Conveyor, *, concurrency: int | None = None, pool: str = "pr
         """Called about twice a second by the pool: backend upkeep (a SQLite checkpoint), and
         every few seconds say we are alive, every minute drop expired rows. A backend outage
         is logged once, not twice a second."""
+        if periodic is not None:
+            periodic.beat()  # cheap unless a tick is due; handles its own outages
         try:
             upkeep()
         except Exception as exc:
@@ -102,7 +109,7 @@ def run_worker(app: Conveyor, *, concurrency: int | None = None, pool: str = "pr
         else:
             outage.ok()
 
-    banner(app, pool, n, names, worker_id, max_tasks_per_child)
+    banner(app, pool, n, names, worker_id, max_tasks_per_child, scheduler)
     wait_for_backend(app, upkeep)
     for warning in app.backend.startup_warnings():
         log.warning("%s", warning)
@@ -142,7 +149,7 @@ def wait_for_backend(app: Conveyor, first_call: Callable[[], None]) -> None:
 
 
 def banner(app: Conveyor, pool: str, n: int, queues: list[str], worker_id: str,
-           max_tasks: int | None) -> None:
+           max_tasks: int | None, scheduler: bool = True) -> None:
     from .. import __version__
 
     lines = [
@@ -161,4 +168,9 @@ def banner(app: Conveyor, pool: str, n: int, queues: list[str], worker_id: str,
         if task.options.timeout:
             opts.append(f"timeout={task.options.timeout:g}s")
         lines.append(f"    . {name} ({', '.join(opts)})")
+    if app.periodic_tasks:
+        state = "" if scheduler else " (not scheduled here: --no-scheduler)"
+        lines.append(f"  periodic ({len(app.periodic_tasks)}){state}:")
+        for name, entry in sorted(app.periodic_tasks.items()):
+            lines.append(f"    . {name}: {entry.schedule.describe()}")
     log.info("\n".join(lines))

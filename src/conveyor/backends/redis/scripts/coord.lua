@@ -1,0 +1,33 @@
+-- locks and counters. ARGV[3] operation, ARGV[4] key, then:
+--   lock owner until  -> 1 taken or renewed, 0 held by another
+--   unlock owner      -> 1 released, 0 not the owner
+--   incr by until     -> the new value (a window that ran out starts again at 0)
+local op, key = ARGV[3], ARGV[4]
+if op == 'lock' then
+  local lk = P .. 'lock:' .. key
+  local owner, expires = ARGV[5], ARGV[6]
+  local held = redis.call('HMGET', lk, 'o', 'x')
+  if held[1] and held[1] ~= owner and tonumber(held[2]) > NOW then
+    return 0
+  end
+  redis.call('HSET', lk, 'o', owner, 'x', expires)
+  redis.call('ZADD', P .. 'exp', expires, 'L' .. key)
+  return 1
+elseif op == 'unlock' then
+  local lk = P .. 'lock:' .. key
+  if redis.call('HGET', lk, 'o') ~= ARGV[5] then
+    return 0
+  end
+  redis.call('DEL', lk)
+  redis.call('ZREM', P .. 'exp', 'L' .. key)
+  return 1
+elseif op == 'incr' then
+  local ck = P .. 'ctr:' .. key
+  local x = redis.call('HGET', ck, 'x')
+  if not x or tonumber(x) <= NOW then
+    redis.call('HSET', ck, 'v', 0, 'x', ARGV[6])
+    redis.call('ZADD', P .. 'exp', ARGV[6], 'c' .. key)
+  end
+  return redis.call('HINCRBY', ck, 'v', ARGV[5])
+end
+return redis.error_reply('unknown operation ' .. tostring(op))
