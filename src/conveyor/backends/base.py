@@ -163,6 +163,11 @@ class Backend(abc.ABC):
     #: True for a backend behind a network server (Redis, PostgreSQL): a worker that starts
     #: while the server is down waits for it instead of exiting.
     has_server: bool = False
+    #: The longest an idle worker sleeps in `wait_for_work` between claims. Short where
+    #: wake-ups are best effort (SQLite's local sockets); long where the server wakes idle
+    #: workers and `wait_for_work` itself returns when a scheduled task or an expired lease
+    #: comes due, so an idle worker does not poll the server.
+    idle_wait_max: float = 0.1
 
     # --- producer -------------------------------------------------------------------------
     @abc.abstractmethod

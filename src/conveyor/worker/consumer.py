@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("conveyor.worker")
 
 IDLE_MIN = 0.001  # first idle poll after activity (seconds)
-IDLE_MAX = 0.1  # slowest idle poll
+IDLE_MAX = 0.1  # slowest idle poll (longer where the backend says its server wakes us)
 FAST_TASK = 0.005  # tasks quicker than this let a slot claim bigger batches
 MAX_BATCH = 16
 HEARTBEAT_EVERY = 0.5  # seconds between the pool's heartbeat calls (upkeep, registry)
@@ -139,6 +139,7 @@ class Slot:
         self.slow: dict[str, float] = {}  # task name -> recent duration (seconds)
         self.pending: list[Outcome] = []
         self.outage = Outage("claiming from the backend", log)
+        self.idle_max = max(IDLE_MAX, backend.idle_wait_max)
 
     def _exhausted(self) -> bool:
         return self.max_tasks is not None and self.done >= self.max_tasks
@@ -169,7 +170,7 @@ class Slot:
                         self.backend.wait_for_work(self.queues, idle)
                     except Exception as exc:
                         self.stop.wait(self.outage.failed(exc))
-                    idle = min(idle * 2, IDLE_MAX)
+                    idle = min(idle * 2, self.idle_max)
                     continue
                 idle = IDLE_MIN
                 self.held.add(batch)

@@ -74,6 +74,9 @@ _ORPHANS: list[Any] = []  # a forked child's copies of its parent's pool and lis
 
 
 class PostgresBackend(Backend):
+    has_server = True
+    idle_wait_max = SAFETY_POLL  # LISTEN wakes idle workers; this is only the safety net
+
     def __init__(self, url: str = "postgresql://localhost/postgres") -> None:
         require_psycopg()
         self.url = url
