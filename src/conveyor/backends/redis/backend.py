@@ -50,6 +50,9 @@ Keys = frozenset[tuple[str, bytes]]
 
 
 class RedisBackend(Backend):
+    has_server = True
+    idle_wait_max = 1.0  # enqueues wake idle workers through Redis; this is the safety net
+
     def __init__(self, url: str = "redis://127.0.0.1:6379/0") -> None:
         self.url = url
         self._wire = Wire(url)  # validates the URL; connects on first use
@@ -239,8 +242,8 @@ class RedisBackend(Backend):
                 reply[n * 10:n * 10 + 10])
             if ready_at is not None and dead is None:
                 leased = token is not None and float(until) > now
-                out[mid] = StoredResult(mid, derived_state(float(ready_at), int(count), leased,
-                                                           now))
+                out[mid] = StoredResult(mid, derived_state(float(ready_at), int(count or 0),
+                                                           leased, now))
             elif state is not None and float(expires) > now:
                 out[mid] = StoredResult(mid, state.decode(), data, float(updated))
             elif dead is not None:

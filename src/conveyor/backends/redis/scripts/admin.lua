@@ -17,11 +17,11 @@ local function queue_list(i)
 end
 
 local function forget(id)
-  -- delete a waiting message and settle its dedup key
+  -- delete a waiting message (and a result of an earlier run) and settle its dedup key
   local mk = P .. 'm:' .. id
   local m = redis.call('HMGET', mk, 'k', 'kr')
   release_key(id, m[1], m[2])
-  redis.call('DEL', mk)
+  redis.call('DEL', mk, P .. 'res:' .. id)
 end
 
 if op == 'stats' then
@@ -64,7 +64,7 @@ elseif op == 'retry' or op == 'purgedead' then
       end
     end
   end
-  local out, woken = {}, {}
+  local out, woken, fresh = {}, {}, {}
   for _, member in ipairs(members) do
     local id = string.sub(member, 17)
     local mk = P .. 'm:' .. id
@@ -76,7 +76,9 @@ elseif op == 'retry' or op == 'purgedead' then
         redis.call('HDEL', mk, 'dead', 'why', 'da', 'k', 'kr')
         redis.call('HSET', mk, 'c', 0, 'r', NOW_S, 's', seq)
         redis.call('DEL', P .. 'res:' .. id)
-        redis.call('SADD', P .. 'queues', m[1])
+        if redis.call('SADD', P .. 'queues', m[1]) == 1 then
+          fresh[m[1]] = true
+        end
         schedule(m[1], m[2], seq, id, NOW_S, woken)
       else
         redis.call('DEL', mk)
@@ -84,7 +86,7 @@ elseif op == 'retry' or op == 'purgedead' then
       out[#out + 1] = id
     end
   end
-  wake(woken)
+  wake(woken, fresh)
   return out
 elseif op == 'purge' then
   -- ARGV[4] chunk, then the queue list. Waiting messages go; running ones stay.

@@ -17,10 +17,11 @@
 --   P exp         zset: what expires when (members r<id>, k<key>, L<key>, c<key>)
 --   P queues      set of queue names         P seq   counter        P workers  hash
 --   P idle:<queue> list: channels of idle worker threads waiting for that queue
---   P idle        list: the same, for threads waiting for any queue
+--   P idle        list: the same, for threads waiting for any queue (also on each list above)
 --   P idlers      set of those lists' names (housekeeping drops channels nobody hears)
--- Channels: one per idle worker thread (work arrived: it is told, one per ready message,
--- so one enqueue wakes one worker, not all), P done:<id> (a result was stored).
+-- Channels: P w:<random>, one per worker thread (an enqueue pops one idle worker per ready
+-- message and tells it, so one task wakes one worker, not all), and P done:<id> (a result
+-- was stored; small ones travel in the message).
 local P = ARGV[1] .. ':'
 local NOW_S = ARGV[2]
 local NOW = tonumber(NOW_S)
@@ -46,10 +47,16 @@ local function schedule(q, score, seq, id, ready_at, woken)
 end
 
 -- Tell idle workers that work arrived: one per ready message, most recently idle first. A
--- channel nobody listens to any more (a worker gone) reaches nobody and is dropped.
-local function wake(woken)
+-- channel nobody listens to any more (a worker gone) reaches nobody and is dropped. Workers
+-- of every queue stand on each known queue's list too, so the list `P idle` is only looked
+-- at for a queue that is new (`fresh`).
+local function wake(woken, fresh)
   for q, n in pairs(woken) do
-    for _, lk in ipairs({ P .. 'idle:' .. q, P .. 'idle' }) do
+    local lists = { P .. 'idle:' .. q }
+    if fresh and fresh[q] then
+      lists[2] = P .. 'idle'
+    end
+    for _, lk in ipairs(lists) do
       while n > 0 do
         local ch = redis.call('LPOP', lk)
         if not ch then
@@ -63,16 +70,18 @@ local function wake(woken)
   end
 end
 
+-- The idle lists a worker of `queues` (nil: every queue) stands on.
 local function idle_lists(queues, me)
   if me == '' then
     return {}
   end
-  if queues == nil then
-    return { P .. 'idle' }
-  end
   local lists = {}
-  for j, q in ipairs(queues) do
-    lists[j] = P .. 'idle:' .. q
+  if queues == nil then
+    lists[1] = P .. 'idle'
+    queues = redis.call('SMEMBERS', P .. 'queues')
+  end
+  for _, q in ipairs(queues) do
+    lists[#lists + 1] = P .. 'idle:' .. q
   end
   return lists
 end

@@ -31,6 +31,8 @@ local function settle(kind, id, token, a, b, c, d)
     release_key(id, m[6], m[7])
     if a == '1' then
       store_result(id, c, true, b, d)
+    else -- nothing to store; what an earlier run of the id stored goes
+      redis.call('DEL', P .. 'res:' .. id)
     end
   elseif kind == 'R' then
     redis.call('HDEL', mk, 't', 'l')
