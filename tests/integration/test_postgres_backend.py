@@ -158,7 +158,9 @@ def timed(fn: Any) -> tuple[threading.Thread, list[float]]:
     return t, done
 
 
-def test_an_enqueue_wakes_a_waiting_worker_at_once(url: str) -> None:
+def test_an_enqueue_wakes_a_waiting_worker_at_once(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The safety poll is made long, so only a notification can end the wait early.
+    monkeypatch.setattr("conveyor.backends.postgres.backend.SAFETY_POLL", 8.0)
     worker, producer = PostgresBackend(url), PostgresBackend(url)  # as if two processes
     try:
         worker.wait_for_work(["q"], 0.01)  # listening from now on
@@ -171,22 +173,27 @@ def test_an_enqueue_wakes_a_waiting_worker_at_once(url: str) -> None:
         producer.enqueue([Message("m", "q", b"")], time.time())
         sent = time.monotonic()
         t.join(10)
-        assert done and done[0] - sent < 0.5, "not woken by NOTIFY (the poll is 1s)"
+        assert done and done[0] - sent < 3.0, "not woken by NOTIFY (the poll is 8 s here)"
     finally:
         worker.close()
         producer.close()
 
 
-def test_a_scheduled_message_ends_the_wait_when_it_is_due(backend: PostgresBackend) -> None:
+def test_a_scheduled_message_ends_the_wait_when_it_is_due(backend: PostgresBackend,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # The safety poll is made long, so only the due time can end the wait early.
+    monkeypatch.setattr("conveyor.backends.postgres.backend.SAFETY_POLL", 8.0)
     backend.enqueue([Message("later", "q", b"", ready_at=time.time() + 0.5)], time.time())
     started = time.monotonic()
     backend.wait_for_work(["q"], 0.01)
-    backend.wait_for_work(["q"], 10)
-    assert time.monotonic() - started < 0.9
+    backend.wait_for_work(["q"], 20)
+    assert 0.4 < time.monotonic() - started < 4.0
     assert [d.id for d in backend.claim(["q"], "w", time.time(), 30, 1)] == ["later"]
 
 
-def test_an_ack_wakes_a_waiting_get_at_once(url: str) -> None:
+def test_an_ack_wakes_a_waiting_get_at_once(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The safety poll is made long, so only a notification can end the wait early.
+    monkeypatch.setattr("conveyor.backends.postgres.backend.SAFETY_POLL", 8.0)
     producer, worker = PostgresBackend(url), PostgresBackend(url)
     try:
         producer.enqueue([Message("m", "q", b"")], NOW)
@@ -198,7 +205,7 @@ def test_an_ack_wakes_a_waiting_get_at_once(url: str) -> None:
         assert worker.ack("m", d.token, b"42", NOW)
         sent = time.monotonic()
         t.join(10)
-        assert done and done[0] - sent < 0.5, "not woken by NOTIFY (the poll is 1s)"
+        assert done and done[0] - sent < 3.0, "not woken by NOTIFY (the poll is 8 s here)"
         assert (found["m"].state, found["m"].data) == (SUCCESS, b"42")
     finally:
         producer.close()
