@@ -1,7 +1,7 @@
 """The Redis backend's plumbing: URL options, one connection per thread and process (see
 resp.py), scripts called by SHA, and connection failures turned into BackendUnavailable.
 
-No connection pool: a thread keeps its connection in a thread-local keyed by a fork counter,
+No connection pool: a thread keeps its connection in a thread-local keyed by the process id,
 so a forked child never touches its parent's sockets (it opens its own on first use), and a
 thread's calls and its subscriptions share one connection. redis-py's retries are off: a call
 fails within the URL's `timeout`, except that a connection left idle across a server restart
@@ -48,22 +48,6 @@ except ImportError:  # pragma: no cover - exercised only without the extra insta
 
 DEFAULT_PREFIX = "conveyor"
 DEFAULT_TIMEOUT = 5.0
-
-_forks = [0]  # bumped in every child: thread-local connections from before a fork are dropped
-_wires: weakref.WeakSet[Wire] = weakref.WeakSet()
-
-
-def _forked() -> None:
-    """In a new child (one thread so far): forget the parent's connections, and the locks
-    another parent thread may have held at the fork."""
-    _forks[0] += 1
-    for wire in list(_wires):
-        wire.forget_connections()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forked)
-
 
 def hide(url: str) -> str:
     """`redact`, also for a URL it cannot parse (it raises on a bad port)."""
@@ -160,10 +144,14 @@ class Wire:
         self._local = threading.local()
         self._epoch = 0
         self._heads: dict[str, bytes] = {}  # script SHA -> "EVALSHA sha 0 prefix", packed
-        self.forget_connections()
-        _wires.add(self)
+        self._pid = 0
+        self._forget_connections()
 
-    def forget_connections(self) -> None:
+    def _forget_connections(self) -> None:
+        """In a new process (a forked child): forget the parent's connections, and the lock
+        another parent thread may have held at the fork; the parent's sockets are never
+        touched, the child opens its own on first use."""
+        self._pid = os.getpid()
         self._all: weakref.WeakSet[Any] = weakref.WeakSet()  # this process's connections
         self._all_lock = threading.Lock()
 
@@ -176,7 +164,10 @@ class Wire:
 
     def state(self) -> ThreadState:
         st: ThreadState | None = getattr(self._local, "st", None)
-        key = (_forks[0], self._epoch)
+        pid = os.getpid()
+        if pid != self._pid:
+            self._forget_connections()
+        key = (pid, self._epoch)
         if st is None or st.key != key:
             me = f"{self.prefix}:w:{os.urandom(8).hex()}".encode()
             st = ThreadState(key, Conn(self._new_connection(), self.timeout), me)
