@@ -57,21 +57,36 @@ def _wait_port(port: int, up: bool, timeout: float = 20.0) -> None:
 class OwnRedis:
     """A redis-server on a free port with its data in `directory`."""
 
-    def __init__(self, directory: Path, password: str | None = None) -> None:
+    def __init__(self, directory: Path, password: str | None = None, tls: bool = False) -> None:
         self.binary = _need("redis-server")
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.password = password
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
+        if tls:
+            subprocess.run([_need("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                            "-keyout", str(directory / "key.pem"),
+                            "-out", str(directory / "cert.pem"), "-days", "2",
+                            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                           check=True, capture_output=True, timeout=60)
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return (f"rediss://{auth}127.0.0.1:{self.port}/0"
+                    f"?ssl_ca_certs={self.directory / 'cert.pem'}")
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+        port = ["--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.directory / "cert.pem"),
+                "--tls-key-file", str(self.directory / "key.pem"),
+                "--tls-ca-cert-file", str(self.directory / "cert.pem"),
+                "--tls-auth-clients", "no"] if self.tls else ["--port", str(self.port)]
+        args = [self.binary, *port, "--bind", "127.0.0.1",
                 "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", "always",
                 "--save", "", "--maxmemory-policy", "noeviction"]
         if self.password:
