@@ -35,3 +35,9 @@ bench-servers: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The documentation site (mkdocs, from docs/ and the docstrings) into site/; warnings fail it.
+.PHONY: docs
+docs: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
