@@ -12,6 +12,7 @@ from .backends.base import (
     STARTED,
     SUCCESS,
 )
+from .canvas import Signature, chain, chord, group
 from .clock import Clock, FakeClock, SystemClock
 from .errors import (
     BackendUnavailable,
@@ -21,6 +22,7 @@ from .errors import (
     Retry,
     SerializationError,
     TaskFailed,
+    TaskRevoked,
     TaskTimeout,
     TimeoutError,
     WorkerLost,
@@ -54,14 +56,19 @@ __all__ = [
     "SCHEDULED",
     "STARTED",
     "SUCCESS",
+    "Signature",
     "SerializationError",
     "SystemClock",
     "Task",
     "TaskContext",
     "TaskFailed",
+    "TaskRevoked",
     "TaskTimeout",
     "TimeoutError",
     "WorkerLost",
     "__version__",
+    "chain",
+    "chord",
     "crontab",
+    "group",
 ]

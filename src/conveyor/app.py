@@ -19,7 +19,8 @@ from .errors import ConfigError, SerializationError
 from .middleware import EnqueueCall, Middleware, chain_enqueue
 from .result import EagerResult, Result, ResultGroup, failure_from
 from .serializers import Codec, make_serializer
-from .task import NOT_YET_CALL, Task, build_options, seconds
+from .task import Task, build_options, seconds
+from .unique import dedup_key
 
 if TYPE_CHECKING:
     from .periodic import Cron, PeriodicEntry
@@ -131,7 +132,8 @@ class Conveyor:
     def _envelope(self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                   *, now: float, task_id: str | None = None, queue: str | None = None,
                   priority: int | None = None, expires: float | timedelta | datetime | None = None,
-                  retries: int | None = None) -> tuple[Envelope, bytes]:
+                  retries: int | None = None,
+                  flow: dict[str, Any] | None = None) -> tuple[Envelope, bytes]:
         try:
             task.check_arguments(args, kwargs)
         except TypeError as exc:
@@ -160,6 +162,7 @@ class Conveyor:
             created_at=now,
             expires_at=expires_at,
             retries=retries,
+            flow=flow,
         )
         try:
             body = self.codec.encode(env.to_dict())
@@ -182,19 +185,26 @@ class Conveyor:
               countdown: float | timedelta | None = None, eta: datetime | None = None,
               queue: str | None = None, priority: int | None = None,
               expires: float | timedelta | datetime | None = None, retries: int | None = None,
-              task_id: str | None = None, connection: Any = None, **options: Any) -> Result:
-        for name in NOT_YET_CALL:
-            if options.get(name) is not None:
-                raise ConfigError(f"{task.name}: apply_async option {name}= is not supported yet")
-            options.pop(name, None)
+              task_id: str | None = None, connection: Any = None, link: Any = None,
+              link_error: Any = None, unique_key: str | None = None,
+              unique_for: float | timedelta | None = None, flow: dict[str, Any] | None = None,
+              **options: Any) -> Result:
         if options:
             raise ConfigError(f"{task.name}: unknown apply_async option(s) "
                               f"{', '.join(sorted(options))}")
         if countdown is not None and eta is not None:
             raise ConfigError(f"{task.name}: give countdown or eta, not both")
         now = self.clock.now()
+        if link is not None or link_error is not None:  # workflow links (canvas.py)
+            from .canvas import link_flow
+
+            flow = link_flow(flow, link, link_error)
         env, body = self._envelope(task, args, kwargs, now=now, task_id=task_id, queue=queue,
-                                   priority=priority, expires=expires, retries=retries)
+                                   priority=priority, expires=expires, retries=retries,
+                                   flow=flow)
+        key, retention = None, 0.0
+        if unique_key is not None or unique_for is not None or task.options.unique:
+            key, retention = dedup_key(task, args, kwargs, unique_key, unique_for)
         if self.eager:
             return self._run_eager(task, env, body)
         ready_at = now
@@ -202,8 +212,9 @@ class Conveyor:
             ready_at = now + (seconds(countdown, "countdown") or 0.0)
         elif eta is not None:
             ready_at = _timestamp(eta)
-        self._write([Message(env.id, env.queue, body, env.priority, ready_at)], now, connection)
-        return Result(self, env.id, task.name)
+        ids = self._write([Message(env.id, env.queue, body, env.priority, ready_at, key,
+                                   retention)], now, connection)
+        return Result(self, ids[0], task.name)  # a unique task's holder, when one is queued
 
     def send_many(self, task: Task[Any, Any], calls: Sequence[tuple[Any, ...]]) -> ResultGroup:
         """Enqueue many calls of one task in one backend call (what `map` does). With enqueue
@@ -214,9 +225,11 @@ class Conveyor:
         built = [self._envelope(task, args, {}, now=now) for args in calls]
         if self.eager:
             return ResultGroup(self, [self._run_eager(task, env, body) for env, body in built])
-        self._write([Message(env.id, env.queue, body, env.priority, now)
-                     for env, body in built], now, None)
-        return ResultGroup(self, [Result(self, env.id, task.name) for env, _ in built])
+        keys = [dedup_key(task, args, {}) if task.options.unique else (None, 0.0)
+                for args in calls]
+        ids = self._write([Message(env.id, env.queue, body, env.priority, now, *key)
+                           for (env, body), key in zip(built, keys, strict=True)], now, None)
+        return ResultGroup(self, [Result(self, i, task.name) for i in ids])
 
     def _write(self, messages: list[Message], now: float, connection: Any) -> list[str]:
         """Enqueue through the backend, or inside the caller's transaction when one is given
@@ -281,9 +294,9 @@ class Conveyor:
 
     # --- in-process execution (eager mode, users' tests) ----------------------------------
     def _run_eager(self, task: Task[Any, Any], env: Envelope, body: bytes) -> Result:
-        from .worker.executor import run_inline
+        from .worker.flow import run_eager
 
-        outcome = run_inline(self, body, env.id)
+        outcome = run_eager(self, body, env.id)  # run_inline, then any workflow steps it made
         self._eager_outcomes[env.id] = outcome
         return EagerResult(self, env.id, task.name, outcome)
 

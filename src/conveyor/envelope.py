@@ -2,6 +2,11 @@
 
 Decoders ignore fields they do not know and default the ones that are missing, so an older
 worker reads a newer producer's message as long as the format version is one it understands.
+
+Version 2 adds `flow`, the workflow a task belongs to (links, the rest of a chain, chord
+membership; see worker/flow.py). Only messages that carry a flow are written as version 2, so
+plain messages stay readable by version-1 workers, while a version-1 worker dead-letters a
+workflow step with "upgrade conveyor on the workers" instead of silently dropping its links.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from typing import Any
 
 from .errors import SerializationError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest format this code reads and writes
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +30,11 @@ class Envelope:
     created_at: float = 0.0
     expires_at: float | None = None
     retries: int | None = None  # per-call override of the task's `retries`
+    flow: dict[str, Any] | None = None  # workflow links, plain data (worker/flow.py); v2
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
-            "v": FORMAT_VERSION,
+            "v": 1 if self.flow is None else 2,
             "id": self.id,
             "task": self.task,
             "args": self.args,
@@ -41,6 +47,8 @@ class Envelope:
             data["expires_at"] = self.expires_at
         if self.retries is not None:
             data["retries"] = self.retries
+        if self.flow is not None:
+            data["flow"] = self.flow
         return data
 
     @classmethod
@@ -64,6 +72,9 @@ class Envelope:
                 raise SerializationError("message 'kwargs' is not an object")
             expires = data.get("expires_at")
             retries = data.get("retries")
+            flow = data.get("flow")
+            if flow is not None and not isinstance(flow, dict):
+                raise SerializationError("message 'flow' is not an object")
             env = cls(
                 id=_str(data, "id"),
                 task=_str(data, "task"),
@@ -74,6 +85,7 @@ class Envelope:
                 created_at=float(data.get("created_at", 0.0)),
                 expires_at=None if expires is None else float(expires),
                 retries=None if retries is None else _int(retries, "retries"),
+                flow=flow,
             )
         except (TypeError, ValueError, OverflowError) as exc:
             raise SerializationError(f"malformed message: {exc}") from None

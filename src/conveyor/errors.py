@@ -59,6 +59,20 @@ class TaskFailed(ConveyorError):
                              self.task_name))
 
 
+class TaskRevoked(TaskFailed):
+    """Raised by `Result.get()` when the task was revoked (`Result.revoke()`) or expired before
+    it started (`expires`): its state is REVOKED. A `TaskFailed`, so code that catches that
+    catches this too; `exc_type` is "TaskRevoked" or "TaskExpired"."""
+
+    def __str__(self) -> str:
+        where = f"task {self.task_name} [{self.task_id}]" if self.task_name else f"task {self.task_id}"
+        return f"{where} was revoked: {self.exc_type}: {self.exc_message}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (TaskRevoked, (self.task_id, self.exc_type, self.exc_message, self.traceback,
+                              self.task_name))
+
+
 class Retry(Exception):  # noqa: N818 - public name of API.md
     """Raise inside a task to run it again after `delay` seconds (or the task's retry policy)."""
 

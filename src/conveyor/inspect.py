@@ -239,6 +239,8 @@ def _task_info(app: Conveyor, task: Task[Any, Any]) -> TaskInfo:
         extras["retry_on"] = [e.__name__ for e in o.retry_on]
     if o.result_ttl is not None and entry is None:  # periodic tasks get one chosen for them
         extras["result_ttl"] = o.result_ttl
+    if o.limits is not None:
+        extras.update(o.limits.describe())
     return TaskInfo(o.name, o.queue, o.priority, o.retry.retries, o.timeout, o.store_result,
                     bind, task.is_async, extras)
 

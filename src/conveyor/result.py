@@ -14,7 +14,7 @@ from .backends.base import (
     TERMINAL_STATES,
     StoredResult,
 )
-from .errors import ConfigError, TaskFailed, TimeoutError
+from .errors import ConfigError, TaskFailed, TaskRevoked, TimeoutError
 
 if TYPE_CHECKING:
     from .app import Conveyor
@@ -61,8 +61,21 @@ class Result:
 
     @property
     def progress(self) -> dict[str, Any] | None:
-        """Latest progress report (until progress reporting lands: always None)."""
-        return None
+        """The latest `ctx.progress(...)` report, `{"current", "total", **info}`, while the
+        task runs (state PROGRESS); None before it reports and once it finished."""
+        from .control import decode_progress
+
+        return decode_progress(self.app, self._stored())
+
+    def revoke(self, terminate: bool = False) -> bool:
+        """A task not started yet never runs (state REVOKED; `get()` raises `TaskRevoked`).
+        A running one finishes this run but is not run again, unless `terminate=True`: then
+        it is stopped (process pool: its child is killed and replaced; thread pool:
+        `ctx.cancelled` becomes True) and recorded REVOKED. False when there was nothing to
+        revoke (finished, a dead letter, or unknown). See docs/control.md."""
+        from .control import revoke
+
+        return revoke(self.app, [self.id], terminate, self.task_name)[0]
 
     def _check_stores(self) -> None:
         task = self.app.tasks.get(self.task_name or "")
@@ -75,15 +88,22 @@ class Result:
         """Wait for the value. Raises `TaskFailed` (or returns it with propagate=False) when the
         task failed, and `conveyor.TimeoutError` when `timeout` seconds pass first."""
         self._check_stores()
-        found = self.app.backend.wait([self.id], timeout, self.app.clock.now).get(self.id)
+        if on_progress is not None:
+            from .control import wait_with_progress
+
+            found = wait_with_progress(self.app, self.id, timeout, on_progress)
+        else:
+            found = self.app.backend.wait([self.id], timeout, self.app.clock.now).get(self.id)
         if found is None or found.state not in TERMINAL_STATES:
             state = PENDING if found is None else found.state
             raise TimeoutError(f"task {self.id} not finished after {timeout}s (state {state})")
         return self.app.decode_outcome(found, self.task_name, propagate)
 
-    async def aget(self, timeout: float | None = None, propagate: bool = True) -> Any:
-        """`get` for asyncio code: waits in a thread, so the event loop keeps running."""
-        return await asyncio.to_thread(self.get, timeout, propagate)
+    async def aget(self, timeout: float | None = None, propagate: bool = True,
+                   on_progress: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+        """`get` for asyncio code: waits in a thread, so the event loop keeps running (and
+        `on_progress` is called in that thread)."""
+        return await asyncio.to_thread(self.get, timeout, propagate, on_progress)
 
 
 class EagerResult(Result):
@@ -101,6 +121,9 @@ class EagerResult(Result):
     def get(self, timeout: float | None = None, propagate: bool = True,
             on_progress: Callable[[dict[str, Any]], Any] | None = None) -> Any:
         return self.app.decode_outcome(self._outcome, self.task_name, propagate)
+
+    def revoke(self, terminate: bool = False) -> bool:
+        return False  # it ran already
 
 
 class ResultGroup:
@@ -156,13 +179,22 @@ class ResultGroup:
     async def aget(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
         return await asyncio.to_thread(self.get, timeout, propagate)
 
+    def revoke(self, terminate: bool = False) -> list[bool]:
+        """`Result.revoke` for each, in one backend call."""
+        if not self.results or isinstance(self.results[0], EagerResult):
+            return [False] * len(self.results)
+        from .control import revoke
+
+        return revoke(self.app, self.ids, terminate, self.results[0].task_name)
+
 
 def failure_from(payload: Any, task_id: str, task_name: str | None, state: str) -> TaskFailed:
     """Build the TaskFailed a producer sees from a stored failure payload."""
     if isinstance(payload, dict):
-        return TaskFailed(task_id, str(payload.get("exc_type", "Error")),
-                          str(payload.get("exc_message", "")), str(payload.get("traceback", "")),
-                          str(payload.get("task") or task_name or ""))
+        kind = TaskRevoked if state == REVOKED else TaskFailed
+        return kind(task_id, str(payload.get("exc_type", "Error")),
+                    str(payload.get("exc_message", "")), str(payload.get("traceback", "")),
+                    str(payload.get("task") or task_name or ""))
     if state == REVOKED:
-        return TaskFailed(task_id, "TaskRevoked", "revoked", "", task_name or "")
+        return TaskRevoked(task_id, "TaskRevoked", "revoked", "", task_name or "")
     return TaskFailed(task_id, "TaskFailed", _NO_RESULT, "", task_name or "")

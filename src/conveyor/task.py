@@ -10,17 +10,17 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from .errors import ConfigError, Retry
+from .ratelimit import Limits, pop_limits
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
     from .app import Conveyor
+    from .canvas import Signature
     from .result import Result, ResultGroup
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-NOT_YET = ("rate_limit", "concurrency", "unique")  # decorator options of API.md not built yet
-NOT_YET_CALL = ("unique_key", "link", "link_error")  # apply_async options not built yet
 
 
 def seconds(value: float | timedelta | None, what: str) -> float | None:
@@ -46,6 +46,9 @@ class TaskOptions:
     result_ttl: float | None = None
     bind: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # options owned by middleware
+    limits: Limits | None = None  # rate_limit, concurrency(_key), soft_timeout (ratelimit.py)
+    unique: bool = False  # one queued/running call per task + arguments (unique.py)
+    unique_for: float | None = None  # ... and for this long after it finished
 
 
 def build_options(fn: Callable[..., Any], default_queue: str, *, name: str | None = None,
@@ -55,17 +58,13 @@ def build_options(fn: Callable[..., Any], default_queue: str, *, name: str | Non
                   retry_on: type[BaseException] | Sequence[type[BaseException]] = (Exception,),
                   timeout: float | timedelta | None = None, store_result: bool = True,
                   result_ttl: float | timedelta | None = None, bind: bool = False,
+                  unique: bool = False, unique_for: float | timedelta | None = None,
                   owned: frozenset[str] = frozenset(), **unknown: Any) -> TaskOptions:
     """Validate decorator options at decoration time, naming the bad one. Options in `owned`
     (declared by installed middleware) are kept in `extra`."""
     task_name = name or f"{fn.__module__}.{fn.__name__}"  # API.md: <module>.<function>
     extra = {k: unknown.pop(k) for k in list(unknown) if k in owned}
-    for opt in NOT_YET:
-        if opt in unknown:
-            value = unknown.pop(opt)
-            if value not in (None, False, 0):  # the "off" values are accepted as they are
-                raise ConfigError(f"task {task_name}: option {opt}={value!r} is not supported "
-                                  "yet")
+    limits = pop_limits(unknown, task_name, seconds(timeout, f"task {task_name}: timeout"))
     if unknown:
         raise ConfigError(f"task {task_name}: unknown option(s) {', '.join(sorted(unknown))}")
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
@@ -91,7 +90,25 @@ def build_options(fn: Callable[..., Any], default_queue: str, *, name: str | Non
         result_ttl=seconds(result_ttl, f"task {task_name}: result_ttl"),
         bind=bind,
         extra=extra,
+        limits=limits,
+        unique=_unique(unique, task_name) or unique_for is not None,
+        unique_for=_unique_for(unique_for, task_name),
     )
+
+
+def _unique(unique: Any, task: str) -> bool:
+    if unique is None:  # the "off" value, as for the other options
+        return False
+    if not isinstance(unique, bool):
+        raise ConfigError(f"task {task}: unique must be True or False, not {unique!r}")
+    return unique
+
+
+def _unique_for(unique_for: float | timedelta | None, task: str) -> float | None:
+    value = seconds(unique_for, f"task {task}: unique_for")
+    if value is not None and value < 0:
+        raise ConfigError(f"task {task}: unique_for must be >= 0 seconds")
+    return value
 
 
 @dataclass(slots=True)
@@ -104,10 +121,24 @@ class TaskContext:
     retries_left: int
     queue: str
     cancelled: bool = False
+    # docs/control.md: set (with `cancelled`) when revoke(terminate=True) stops the task in a
+    # thread pool; and how `progress` reaches the backend (None: nowhere, e.g. a plain call).
+    revoked: bool = False
+    reporter: Callable[[dict[str, Any]], bool] | None = field(default=None, repr=False,
+                                                              compare=False)
 
     def retry(self, delay: float | None = None, exc: BaseException | None = None) -> None:
         """Run this task again after `delay` seconds (or its retry policy); raises."""
         raise Retry(delay=delay, exc=exc)
+
+    def progress(self, current: Any, total: Any = None, **info: Any) -> bool:
+        """Report progress: `Result.progress` then reads `{"current": current, "total": total,
+        **info}` and the state is PROGRESS until the task finishes. Each call is one backend
+        write (nothing is coalesced); False when it was not stored (the lease was lost, the
+        backend is unreachable, or the task runs outside a worker)."""
+        if self.reporter is None:
+            return False
+        return self.reporter({"current": current, "total": total, **info})
 
 
 class Task(Generic[P, R]):
@@ -178,7 +209,10 @@ class Task(Generic[P, R]):
                     connection: Any = None, **options: Any) -> Result:
         """Enqueue with options; see API.md §2. `connection`: a database connection of the
         PostgreSQL backend's database with a transaction open; the task is written in that
-        transaction, so it exists only if the transaction commits."""
+        transaction, so it exists only if the transaction commits. Also accepted in `options`:
+        `link=` / `link_error=` (signatures run on success with the value / on failure with
+        `task_id, exc_type, exc_message`), `unique_key=` and `unique_for=` (a call that finds
+        the key held gets the holder's Result); see docs/workflows.md."""
         if connection is not None:
             options["connection"] = connection
         return self.app.send(self, tuple(args or ()), dict(kwargs or {}), countdown=countdown,
@@ -197,6 +231,19 @@ class Task(Generic[P, R]):
         import asyncio
 
         return await asyncio.to_thread(self.apply_async, args, kwargs, **options)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this task (a call to make later, in a workflow): it receives the
+        previous step's value before `args`."""
+        from .canvas import Signature
+
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: it ignores the previous step's value."""
+        from .canvas import Signature
+
+        return Signature(self, args, kwargs, immutable=True)
 
     def map(self, argument_tuples: Iterable[Sequence[Any] | Any]) -> ResultGroup:
         """Enqueue one task per argument tuple (one backend call); results keep that order."""

@@ -22,14 +22,14 @@ def test_unknown_option_is_named(app: Conveyor) -> None:
         app.task(retrys=3)(work)
 
 
-@pytest.mark.parametrize("option, value", [
-    ("rate_limit", "10/m"),
-    ("concurrency", 4),
-    ("unique", True),
+@pytest.mark.parametrize("options, words", [
+    ({"unique": "yes"}, "unique must be True or False"),
+    ({"unique_for": -1}, "unique_for must be >= 0"),
+    ({"unique_for": "10"}, "unique_for must be seconds"),
 ])
-def test_not_yet_supported_options_say_so(app: Conveyor, option: str, value: Any) -> None:
-    with pytest.raises(ConfigError, match=f"{option}.*not supported yet"):
-        app.task(**{option: value})(work)
+def test_bad_unique_options(app: Conveyor, options: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        app.task(**options)(work)
     assert app.tasks == {}
 
 
@@ -41,12 +41,17 @@ def test_the_api_md_example_decorates_with_the_off_values(app: Conveyor) -> None
     assert app.tasks["shop.resize"] is t
 
 
-@pytest.mark.parametrize("option", ["unique_key", "link", "link_error"])
-def test_not_yet_supported_call_options(app: Conveyor, option: str) -> None:
+@pytest.mark.parametrize("option, bad, words", [
+    ("unique_key", 5, "unique_key must be a non-empty string"),
+    ("link", "x", "link and link_error take signatures"),
+    ("link_error", "x", "link and link_error take signatures"),
+])
+def test_workflow_and_unique_call_options(app: Conveyor, option: str, bad: Any,
+                                          words: str) -> None:
     t = app.task(work)
     assert t.apply_async((1,), **{option: None}).id
-    with pytest.raises(ConfigError, match=f"{option}.*not supported yet"):
-        t.apply_async((1,), **{option: "x"})
+    with pytest.raises(ConfigError, match=words):
+        t.apply_async((1,), **{option: bad})
 
 
 @pytest.mark.parametrize("value", [-1, "3", 1.5, True, None])

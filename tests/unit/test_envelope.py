@@ -60,7 +60,19 @@ def test_codec_round_trip(serializer: str, key: str | None, env: Envelope) -> No
 
 
 def test_to_dict_carries_the_format_version() -> None:
-    assert Envelope("i", "t").to_dict()["v"] == FORMAT_VERSION == 1
+    """Plain messages stay version 1 (older workers read them); only a workflow step, which
+    an older worker would run without its links, is version 2."""
+    assert Envelope("i", "t").to_dict()["v"] == 1
+    assert Envelope("i", "t", flow={"then": []}).to_dict()["v"] == FORMAT_VERSION == 2
+
+
+def test_flow_round_trip_and_validation() -> None:
+    flow = {"then": [{"task": "t2", "id": "x", "args": [], "kwargs": {}, "queue": "q",
+                      "priority": 0}], "chord": {"id": "c", "n": 2, "cb": []}}
+    env = Envelope("i", "t", [1], flow=flow)
+    assert Envelope.from_dict(env.to_dict()) == env
+    with pytest.raises(SerializationError, match="'flow' is not an object"):
+        Envelope.from_dict({"v": 2, "id": "i", "task": "t", "flow": [1]})
 
 
 def test_unknown_fields_are_ignored() -> None:
@@ -88,8 +100,8 @@ def test_stored_v1_fixture_decodes_in_msgpack_app() -> None:
 
 
 def test_newer_version_refused_with_upgrade_hint() -> None:
-    data = {"v": 2, "id": "i", "task": "t"}
-    with pytest.raises(SerializationError, match=r"version 2 .*upgrade conveyor on the workers"):
+    data = {"v": 3, "id": "i", "task": "t"}
+    with pytest.raises(SerializationError, match=r"version 3 .*upgrade conveyor on the workers"):
         Envelope.from_dict(data)
 
 

@@ -85,7 +85,9 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class StoredResult:
-    """What a producer can read about a task: its state and, once settled, its result bytes."""
+    """What a producer can read about a task: its state and, once settled, its result bytes.
+    While a running task has reported progress the state is PROGRESS and `data` holds the
+    progress bytes (and `updated_at` when they were stored)."""
 
     id: str
     state: str
@@ -223,7 +225,9 @@ class Backend(abc.ABC):
     # --- results --------------------------------------------------------------------------
     @abc.abstractmethod
     def get_results(self, ids: Sequence[str], now: float) -> dict[str, StoredResult]:
-        """State (and result bytes once settled) of each known id; unknown ids are absent."""
+        """State (and result bytes once settled) of each known id; unknown ids are absent. A
+        message under a live lease whose holder stored progress (`set_progress`, same token)
+        reads PROGRESS with the progress bytes."""
 
     def wait(self, ids: Sequence[str], timeout: float | None, now_fn: Any = time.time,
              ) -> dict[str, StoredResult]:
@@ -257,6 +261,31 @@ class Backend(abc.ABC):
         consumer grows the timeout while idle."""
         if timeout > 0:
             time.sleep(timeout)
+
+    # --- progress and revocation (docs/control.md) ----------------------------------------
+    @abc.abstractmethod
+    def set_progress(self, id: str, token: str, data: bytes, now: float) -> bool:
+        """Store `data` as the latest progress of the running message `id`, fenced by its lease
+        token like a settle (False, nothing written, for a zombie or a settled message). While
+        that lease is held, `get_results` reports the id as PROGRESS with `data` and
+        `updated_at=now`; a later claim (a new token), a release or a settle hides it."""
+
+    @abc.abstractmethod
+    def revoke(self, ids: Sequence[str], now: float, terminate: bool, data: bytes,
+               result_ttl: float) -> list[bool]:
+        """Revoke each id, atomically each. A message that is waiting (ready, scheduled, a
+        retry, or a lease that ran out) is deleted like an ack and gets the REVOKED result
+        `data` (waiters are woken); a message under a live lease is only marked revoked
+        (`terminate` marks it to be stopped; a mark never weakens), for the worker holding it to
+        act on (see `revoked`). True for each id revoked or marked; False for an unknown id, a
+        settled one, or a dead letter (left alone)."""
+
+    @abc.abstractmethod
+    def revoked(self, ids: Sequence[str]) -> dict[str, bool]:
+        """The marks of `revoke` on messages that still exist: id -> True when asked to stop
+        (terminate), False when only revoked (its current run may finish, but it must not run
+        again). Ids without a mark, settled or dead are absent. The mark goes with the message
+        (an ack, a burial or a new enqueue of the id after it starts clean)."""
 
     # --- coordination ---------------------------------------------------------------------
     @abc.abstractmethod

@@ -17,6 +17,8 @@ from typing import Any
 
 from .base import (
     FAILURE,
+    PROGRESS,
+    REVOKED,
     Ack,
     Backend,
     Bury,
@@ -48,6 +50,8 @@ class _Msg:
     dead: bool = False
     reason: str = ""
     died_at: float = 0.0
+    revoked: int = 0  # 1 revoked while running, 2 also asked to stop (terminate)
+    progress: tuple[str, bytes, float] | None = None  # (token, data, updated_at)
 
 
 class MemoryBackend(Backend):
@@ -224,6 +228,9 @@ class MemoryBackend(Backend):
                 msg = self._messages.get(i)
                 if msg is not None and not msg.dead:
                     leased = msg.token is not None and msg.lease_until > now
+                    if leased and msg.progress is not None and msg.progress[0] == msg.token:
+                        out[i] = StoredResult(i, PROGRESS, msg.progress[1], msg.progress[2])
+                        continue
                     out[i] = StoredResult(i, derived_state(msg.ready_at, msg.delivery_count,
                                                            leased, now))
                     continue
@@ -233,6 +240,41 @@ class MemoryBackend(Backend):
                 elif msg is not None:
                     out[i] = StoredResult(i, FAILURE, None, msg.died_at)
         return out
+
+    # --- progress and revocation ----------------------------------------------------------
+    def set_progress(self, id: str, token: str, data: bytes, now: float) -> bool:
+        with self._lock:
+            msg = self._messages.get(id)
+            if msg is None or msg.dead or msg.token is None or msg.token != token:
+                return False
+            msg.progress = (token, bytes(data), now)
+            return True
+
+    def revoke(self, ids: Sequence[str], now: float, terminate: bool, data: bytes,
+               result_ttl: float) -> list[bool]:
+        out: list[bool] = []
+        with self._lock:
+            for i in ids:
+                msg = self._messages.get(i)
+                if msg is None or msg.dead:
+                    out.append(False)
+                elif msg.token is not None and msg.lease_until > now:
+                    msg.revoked = max(msg.revoked, 2 if terminate else 1)
+                    out.append(True)
+                else:  # waiting: it never runs (again)
+                    del self._messages[i]
+                    self._leased.pop(i, None)
+                    self._release_key(msg, now)
+                    self._store(i, REVOKED, data, result_ttl, now)
+                    out.append(True)
+            self._changed.notify_all()
+        return out
+
+    def revoked(self, ids: Sequence[str]) -> dict[str, bool]:
+        with self._lock:
+            return {i: msg.revoked == 2 for i in ids
+                    if (msg := self._messages.get(i)) is not None and not msg.dead
+                    and msg.revoked}
 
     # --- coordination ---------------------------------------------------------------------
     def try_lock(self, key: str, owner: str, ttl: float, now: float) -> bool:
@@ -300,6 +342,7 @@ class MemoryBackend(Backend):
                 msg.ready_at = now
                 msg.seq = next(self._seq)
                 msg.dedup_key = None
+                msg.revoked = 0
                 self._results.pop(msg.id, None)
                 self._schedule(msg, now)
                 out.append(msg.id)

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from ..errors import BackendUnavailable, ConfigError
 from .base import (
     FAILURE,
+    PROGRESS,
     Ack,
     Backend,
     DeadLetter,
@@ -35,10 +36,11 @@ from .base import (
     WorkerInfo,
     derived_state,
 )
+from .sqlite_control import add_columns, revoke_in
 from .wake import RESULTS, WORKERS, WakeChannel, channel_directory, wait_readable
 
 T = TypeVar("T")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 AUTOCHECKPOINT_PAGES = 10_000  # about 40 MB of WAL before a commit checkpoints by itself
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL file is truncated to after a checkpoint
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -61,7 +63,11 @@ CREATE TABLE IF NOT EXISTS conveyor_messages (
     died_at REAL,
     dedup_key TEXT,
     dedup_retention REAL NOT NULL DEFAULT 0,
-    enqueued_at REAL NOT NULL
+    enqueued_at REAL NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,  -- 1 revoked while running, 2 to be stopped
+    progress BLOB,  -- the latest progress of the run holding progress_token
+    progress_token TEXT,
+    progress_at REAL
 );
 CREATE INDEX IF NOT EXISTS conveyor_messages_claim
     ON conveyor_messages (queue, priority DESC, seq) WHERE dead = 0;
@@ -189,12 +195,14 @@ class SqliteBackend(Backend):
             if version < SCHEMA_VERSION:
                 # CREATE ... IF NOT EXISTS makes a race between two processes harmless.
                 try:
-                    conn.executescript("BEGIN IMMEDIATE;" + SCHEMA +
-                                       f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+                    conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise
+                if version >= 1:  # an older file: add the newer columns
+                    add_columns(conn)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version > SCHEMA_VERSION:
                 raise ConfigError(f"SQLite database {self.path!r} has schema version {version}, "
                                   f"newer than this conveyor understands ({SCHEMA_VERSION})")
@@ -435,11 +443,15 @@ class SqliteBackend(Backend):
 
         def run(conn: sqlite3.Connection) -> dict[str, StoredResult]:
             out: dict[str, StoredResult] = {}
-            for mid, ready_at, dc, token, lease_until, died_at in conn.execute(
-                    f"SELECT id, ready_at, delivery_count, token, lease_until, died_at FROM "
-                    f"conveyor_messages WHERE id IN ({marks})", list(ids)):
+            for mid, ready_at, dc, token, lease_until, died_at, pdata, ptoken, pat in (
+                    conn.execute(f"SELECT id, ready_at, delivery_count, token, lease_until, "
+                                 f"died_at, progress, progress_token, progress_at FROM "
+                                 f"conveyor_messages WHERE id IN ({marks})", list(ids))):
                 if died_at is None:
                     leased = token is not None and lease_until > now
+                    if leased and pdata is not None and ptoken == token:
+                        out[mid] = StoredResult(mid, PROGRESS, bytes(pdata), pat)
+                        continue
                     out[mid] = StoredResult(mid, derived_state(ready_at, dc, leased, now))
                 else:
                     out[mid] = StoredResult(mid, FAILURE, None, died_at)
@@ -452,6 +464,30 @@ class SqliteBackend(Backend):
                                             updated)
             return out
         return self._read(run)
+
+    # --- progress and revocation ----------------------------------------------------------
+    def set_progress(self, id: str, token: str, data: bytes, now: float) -> bool:
+        return bool(self._retrying(lambda: self._conn().execute(
+            "UPDATE conveyor_messages SET progress = ?, progress_token = token, progress_at = ? "
+            "WHERE id = ? AND token = ? AND dead = 0", (data, now, id, token)).rowcount))
+
+    def revoke(self, ids: Sequence[str], now: float, terminate: bool, data: bytes,
+               result_ttl: float) -> list[bool]:
+        if not ids:
+            return []
+        out, dropped = self._write(lambda c: revoke_in(c, ids, now, terminate, data,
+                                                       result_ttl, self._release_key))
+        if dropped:
+            self._wake.notify(RESULTS)
+        return out
+
+    def revoked(self, ids: Sequence[str]) -> dict[str, bool]:
+        if not ids:
+            return {}
+        rows = self._read(lambda c: c.execute(
+            f"SELECT id, revoked FROM conveyor_messages WHERE id IN "
+            f"({','.join('?' * len(ids))}) AND dead = 0 AND revoked > 0", list(ids)).fetchall())
+        return {r[0]: r[1] == 2 for r in rows}
 
     # --- coordination ---------------------------------------------------------------------
     def try_lock(self, key: str, owner: str, ttl: float, now: float) -> bool:
@@ -516,7 +552,8 @@ class SqliteBackend(Backend):
                 conn.execute(
                     "UPDATE conveyor_messages SET dead = 0, reason = NULL, died_at = NULL, "
                     "delivery_count = 0, ready_at = ?, avail_at = ?, dedup_key = NULL, "
-                    "seq = (SELECT max(seq) + 1 FROM conveyor_messages) WHERE id = ?",
+                    "revoked = 0, seq = (SELECT max(seq) + 1 FROM conveyor_messages) "
+                    "WHERE id = ?",
                     (now, now, i))
                 conn.execute("DELETE FROM conveyor_results WHERE id = ?", (i,))
             return found

@@ -13,6 +13,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from ..backends.base import Delivery
+from . import timeouts
 from .consumer import Held, LeaseKeeper, Slot
 from .current import CurrentTask
 from .executor import Prepared
@@ -50,6 +51,7 @@ class PipeReporter:
             self.send(("start", *record, deadline))
 
     def finished(self, d: Delivery, timed: bool) -> None:
+        self.current.done()  # no longer running (the supervisor's revocation watch)
         if timed:  # only the supervisor's deadline watch needs to hear it
             self.send(("done", d.id))
 
@@ -76,6 +78,7 @@ def child_main(app: Conveyor, conn: Connection, current: Any, worker_id: str,
     threading.Thread(target=listen, name="conveyor-control", daemon=True).start()
     keeper = LeaseKeeper(app, backend, held, stop)
     keeper.start()
+    timeouts.use_signals()  # soft time limits: SIGALRM in this main thread (timeouts.py)
     slot = Slot(app, backend, queues, worker_id, held, stop, reporter, max_tasks)
     code = 0
     try:

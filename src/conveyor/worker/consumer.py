@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from ..backends.base import Ack, Backend, Bury, Delivery, Release
+from .control import TERMINATED, revoked_outcome, skip_if_revoked
 from .executor import Executor, Finished, Prepared
+from .limits import Gate, renew_slots
 from .outage import Outage
 
 if TYPE_CHECKING:
@@ -108,6 +110,8 @@ class LeaseKeeper(threading.Thread):
             if token not in kept:
                 self.held.discard(mid)
                 log.warning("lease of task %s was lost (it may run again elsewhere)", mid)
+        renew_slots(self.app, self.backend, [m for m, t in leases if t in kept],
+                    self.app.clock.now())  # concurrency slots live as long as the lease
 
 
 @dataclass(slots=True)
@@ -135,6 +139,7 @@ class Slot:
         self.reporter = reporter or NullReporter()
         self.max_tasks = max_tasks
         self.executor = Executor(app)
+        self.gate = Gate(app, backend)  # rate and concurrency limits (limits.py)
         self.done = 0
         self.slow: dict[str, float] = {}  # task name -> recent duration (seconds)
         self.pending: list[Outcome] = []
@@ -195,6 +200,13 @@ class Slot:
                 self.give_back(batch[i:])
                 return False
             prepared = self.executor.prepare(d)
+            if d.delivery_count > 1:  # a retry or redelivery: revoked since? (control.py)
+                prepared = skip_if_revoked(self.app, self.backend, d, prepared)
+            if isinstance(prepared, Prepared):
+                deferred = self.gate.admit(prepared)
+                if deferred is not None:  # over a rate or concurrency limit: back uncounted
+                    self.pending.append(Outcome(deferred, prepared.task.name, 0.0))
+                    continue
             name = None if isinstance(prepared, Finished) else prepared.task.name
             known_slow = name is not None and self.slow.get(name, 0.0) > FAST_TASK
             if rest and known_slow:
@@ -248,7 +260,12 @@ class Slot:
             deadline = None if limit is None else self.app.clock.now() + limit
             log.info("%s[%s] started (attempt %d)", name, d.id, prepared.attempt)
             self.reporter.started(prepared, deadline)
-            fin = self.executor.run(prepared)
+            try:
+                fin = self.executor.run(prepared)
+            finally:
+                self.gate.release(prepared)  # its concurrency slot, if it holds one
+            if prepared.ctx.revoked:  # revoke(terminate=True) stopped it (thread pool)
+                fin = revoked_outcome(self.app, d, prepared.task, TERMINATED)
         self.done += 1
         self.reporter.finished(d, timed)
         seconds = time.perf_counter() - t0

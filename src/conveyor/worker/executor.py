@@ -27,6 +27,8 @@ from ..errors import Reject, Retry, SerializationError, TaskTimeout, WorkerLost
 from ..middleware import ExecuteCall, chain_execute
 from ..retry import EXPLICIT_RETRY_BUDGET, LOST_DELIVERY_GRACE
 from ..task import Task, TaskContext
+from . import timeouts
+from .progress import progress_reporter
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -44,6 +46,7 @@ class Prepared:
     attempt: int
     retries: int
     ctx: TaskContext
+    value: Any = None  # what the task returned, once it succeeded (for workflow links)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +61,7 @@ class Finished:
 class Executor:
     def __init__(self, app: Conveyor) -> None:
         self.app = app
-        self._call = chain_execute(app.middleware, _call_task)
+        self._call = chain_execute(app.middleware, timeouts.guard(_call_task))  # soft limits
 
     # --- before running -------------------------------------------------------------------
     def prepare(self, d: Delivery) -> Prepared | Finished:
@@ -70,6 +73,14 @@ class Executor:
             if not reason.startswith("bad signature"):
                 reason = f"undecodable message: {reason}"
             return self._dead(d, reason, "SerializationError", str(exc))
+        if env.flow is not None:  # a step of a workflow (worker/flow.py)
+            from .flow import prepare_step
+
+            return prepare_step(self, d, env)
+        return self.prepare_envelope(d, env)
+
+    def prepare_envelope(self, d: Delivery, env: Envelope) -> Prepared | Finished:
+        app = self.app
         task = app.tasks.get(env.task)
         if task is None:
             return self._dead(d, f"unknown task {env.task!r}: not registered in this worker",
@@ -91,6 +102,7 @@ class Executor:
                               str(exc), task.name)
         attempt = max(1, d.delivery_count)
         ctx = TaskContext(env.id, task.name, attempt, max(0, retries - (attempt - 1)), env.queue)
+        ctx.reporter = progress_reporter(app, d)  # ctx.progress(...) (progress.py)
         return Prepared(d, env, task, attempt, retries, ctx)
 
     def _dead(self, d: Delivery, reason: str, exc_type: str, message: str,
@@ -104,6 +116,14 @@ class Executor:
 
     # --- running --------------------------------------------------------------------------
     def run(self, p: Prepared) -> Finished:
+        fin = self._run(p)
+        if p.envelope.flow is not None:  # enqueue what comes next in its workflow
+            from .flow import finish_step
+
+            return finish_step(self, p, fin)
+        return fin
+
+    def _run(self, p: Prepared) -> Finished:
         task, env = p.task, p.envelope
         try:
             value = self._call(ExecuteCall(task, p.ctx, env.args, env.kwargs))
@@ -117,6 +137,7 @@ class Executor:
             tb = traceback.format_exc()
             retryable = isinstance(exc, task.options.retry_on)
             return self.retry_or_fail(p, exc, tb=tb, retryable=retryable)
+        p.value = value
         if not task.options.store_result:
             return Finished(Ack(p.delivery.id, p.delivery.token, None), "succeeded")
         try:

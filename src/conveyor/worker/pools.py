@@ -16,7 +16,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..backends.base import Delivery, Release
+from . import timeouts
 from .consumer import HEARTBEAT_EVERY, Held, LeaseKeeper, Slot
+from .control import RevocationWatch
 from .executor import Prepared, timeout_failure
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ class ThreadHost:
         self._lock = threading.Lock()
         self._running: dict[str, tuple[Prepared, float | None]] = {}
         self.signals = 0
+        self.revocations = RevocationWatch(app.backend)  # revoke(terminate=True): control.py
 
     # Reporter protocol: what the slots tell us.
     def claimed(self, batch: Sequence[Delivery]) -> None:
@@ -60,6 +63,7 @@ class ThreadHost:
 
     def run(self) -> int:
         in_main = threading.current_thread() is threading.main_thread()
+        timeouts.use_threads()  # soft time limits in the slots' threads (timeouts.py)
         old: dict[int, Any] = {}
         if in_main:
             old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -82,6 +86,7 @@ class ThreadHost:
                         log.warning("worker heartbeat failed: %s", exc)
                     next_beat = time.monotonic() + HEARTBEAT_EVERY
                 self.check_deadlines()
+                self.check_revoked()
                 time.sleep(0.05)
             log.info("stopping: finishing running tasks (up to %gs); signal again to stop "
                      "at once", self.grace)
@@ -92,6 +97,7 @@ class ThreadHost:
                     self.abandon()
                     return 0
                 self.check_deadlines()
+                self.check_revoked()
                 for t in threads:
                     t.join(timeout=0.1)
         finally:
@@ -100,6 +106,7 @@ class ThreadHost:
         return 0
 
     def check_deadlines(self) -> None:
+        timeouts.fire_due(time.monotonic())  # soft limits: TaskTimeout in the task, best effort
         now = self.app.clock.now()
         with self._lock:
             late = [(p, dl) for p, dl in self._running.values() if dl is not None and now >= dl]
@@ -116,7 +123,22 @@ class ThreadHost:
                               p.delivery.id, fin.detail or fin.outcome)
             except Exception as exc:
                 log.error("could not settle timed-out task %s: %s", p.delivery.id, exc)
+            timeouts.interrupt(p.ctx, f"{p.task.name} ran past its timeout of "
+                                      f"{p.task.options.timeout}s")  # best effort
             self.held.discard(p.delivery.id)
+
+    def check_revoked(self) -> None:
+        """revoke(terminate=True) of a running task: its `ctx.cancelled` becomes True, and the
+        slot records it REVOKED when the task returns or raises (control.py)."""
+        if not self.revocations.due():
+            return
+        with self._lock:
+            running = {i: p for i, (p, _) in self._running.items() if not p.ctx.revoked}
+        for mid in self.revocations.to_stop(list(running)):
+            p = running[mid]
+            p.ctx.revoked = p.ctx.cancelled = True
+            log.warning("%s[%s] revoked: ctx.cancelled is set; it stops when the task next "
+                        "looks at it", p.task.name, mid)
 
     def abandon(self) -> None:
         """Second signal or grace over: give back what is held and leave; the threads die

@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING, Any
 from ..backends.base import Delivery, Release
 from .child import child_main
 from .consumer import HEARTBEAT_EVERY
+from .control import TERMINATED, RevocationWatch, revoked_outcome
 from .current import SIZE as CURRENT_SIZE
 from .current import CurrentTask
 from .executor import Finished, lost_failure, timeout_failure
+from .limits import free_slots
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -78,6 +80,7 @@ class Supervisor:
         methods = multiprocessing.get_all_start_methods()
         self.mp: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self._wake_r, self._wake_w = socket.socketpair()
+        self.revocations = RevocationWatch(app.backend)  # revoke(terminate=True): control.py
 
     # --- lifecycle ------------------------------------------------------------------------
     def run(self) -> int:
@@ -130,6 +133,7 @@ class Supervisor:
                 self.stop_now()
                 break
             self.check_deadlines()
+            self.check_revoked()
             waitables: list[Any] = [self._wake_r]
             for c in self.children.values():
                 waitables += [c.conn, c.process.sentinel]
@@ -234,6 +238,7 @@ class Supervisor:
 
     def apply(self, fin: Finished, task: str) -> None:
         s = fin.settlement
+        free_slots(self.app, task, s.id, s.token)  # the dead child's concurrency slot
         try:
             ok = self.app.backend.settle([s], self.app.clock.now())[0]
         except Exception as exc:
@@ -262,6 +267,32 @@ class Supervisor:
             if task is not None:
                 self.apply(timeout_failure(self.app, _delivery(r), task, r.attempt, r.retries,
                                            task.options.timeout), r.task)
+            c.running = None
+            self.give_back(c)
+            c.said_bye = True  # settled here; reap() must not settle it again
+            self.reap(c)
+
+    def check_revoked(self) -> None:
+        """Kill the children running tasks that revoke(terminate=True) asked to stop, and
+        settle those REVOKED (fenced by the token); they are replaced like any dead child."""
+        if not self.revocations.due():
+            return
+        running = {}
+        for c in self.children.values():
+            record = c.current.running() if c.current is not None else None
+            if record is not None:
+                running[record[0]] = (c, record)
+        for mid in self.revocations.to_stop(list(running)):
+            c, record = running[mid]
+            if c.index not in self.children or c.current is None or (
+                    c.current.running() != record):
+                continue  # it finished meanwhile
+            r = Running(*record, None)
+            log.warning("%s[%s] revoked: killing child %d (pid %s)", r.task, r.id, c.index,
+                        c.process.pid)
+            self.kill(c)
+            self.apply(revoked_outcome(self.app, _delivery(r), self.app.tasks.get(r.task),
+                                       TERMINATED), r.task)
             c.running = None
             self.give_back(c)
             c.said_bye = True  # settled here; reap() must not settle it again

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from ...errors import BackendUnavailable, ConfigError
 from ..base import (
     FAILURE,
+    PROGRESS,
     TERMINAL_STATES,
     Backend,
     DeadLetter,
@@ -47,7 +48,7 @@ from ..base import (
     derived_state,
     redact,
 )
-from . import queries
+from . import control, queries
 from . import schema as schema_mod
 from .connections import (
     Pool,
@@ -413,9 +414,13 @@ class PostgresBackend(Backend):
         if not ids:
             return {}
         out: dict[str, StoredResult] = {}
-        for (mid, state, ready_at, count, leased, died_at, r_state, r_data,
-             r_updated) in self._rows(self._sql["results"], (now, list(ids), now), binary=True):
+        for (mid, state, ready_at, count, leased, died_at, r_state, r_data, r_updated,
+             progress, progress_at) in self._rows(self._sql["results"], (now, list(ids), now),
+                                                  binary=True):
             if state is not None and state != DEAD:
+                if leased and progress is not None:
+                    out[mid] = StoredResult(mid, PROGRESS, bytes(progress), progress_at)
+                    continue
                 out[mid] = StoredResult(mid, derived_state(ready_at, count, leased, now))
             elif r_state is not None:
                 out[mid] = StoredResult(mid, r_state, None if r_data is None else bytes(r_data),
@@ -423,6 +428,29 @@ class PostgresBackend(Backend):
             else:
                 out[mid] = StoredResult(mid, FAILURE, None, died_at)
         return out
+
+    # --- progress and revocation ----------------------------------------------------------
+    def set_progress(self, id: str, token: str, data: bytes, now: float) -> bool:
+        return bool(self._count(
+            f"UPDATE {self._t('messages')} SET progress = %s, progress_token = token, "
+            "progress_at = %s WHERE id = %s AND token = %s AND state <> 3",
+            (data, now, id, token)))
+
+    def revoke(self, ids: Sequence[str], now: float, terminate: bool, data: bytes,
+               result_ttl: float) -> list[bool]:
+        if not ids:
+            return []
+        found = self._run(lambda conn: control.revoke_in(
+            conn, self.settings.quoted_schema, ids, now, terminate, data, result_ttl,
+            self.done_channel))
+        return control.outcomes(ids, found)
+
+    def revoked(self, ids: Sequence[str]) -> dict[str, bool]:
+        if not ids:
+            return {}
+        rows = self._rows(f"SELECT id, revoked FROM {self._t('messages')} WHERE "
+                          "id = ANY(%s::text[]) AND state <> 3 AND revoked > 0", (list(ids),))
+        return {r[0]: r[1] == 2 for r in rows}
 
     # --- coordination ---------------------------------------------------------------------
     def try_lock(self, key: str, owner: str, ttl: float, now: float) -> bool:
@@ -485,7 +513,7 @@ class PostgresBackend(Backend):
                 with conn.cursor() as cur:  # one at a time: each goes behind the previous
                     cur.executemany(
                         f"UPDATE {messages} SET state = 0, reason = NULL, died_at = NULL, "
-                        "delivery_count = 0, ready_at = %s, dedup_key = NULL, "
+                        "delivery_count = 0, ready_at = %s, dedup_key = NULL, revoked = 0, "
                         f"seq = nextval('{self.settings.quoted_schema}.conveyor_message_seq') "
                         "WHERE id = %s", [(now, i) for i in found])
                 conn.execute(f"DELETE FROM {self._t('results')} WHERE id = ANY(%s::text[])",

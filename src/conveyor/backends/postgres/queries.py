@@ -54,7 +54,8 @@ RETURNING m.token
 """
 RESULTS = """
 SELECT i.id, m.state, m.ready_at, m.delivery_count, m.token IS NOT NULL AND m.lease_until > %b,
-       m.died_at, r.state, r.data, r.updated_at
+       m.died_at, r.state, r.data, r.updated_at,
+       CASE WHEN m.progress_token = m.token THEN m.progress END, m.progress_at
 FROM unnest(%b::text[]) AS i(id)
 LEFT JOIN {s}.conveyor_messages m ON m.id = i.id
 LEFT JOIN {s}.conveyor_results r

@@ -39,7 +39,13 @@ CREATE TABLE conveyor_messages (
     died_at         double precision,
     dedup_key       text,
     dedup_retention double precision NOT NULL DEFAULT 0,
-    enqueued_at     double precision NOT NULL
+    enqueued_at     double precision NOT NULL,
+    -- 0002_control: revocation marks (0 none, 1 revoked while running, 2 to be stopped) and
+    -- the latest progress of the run whose lease token is progress_token
+    revoked         smallint NOT NULL DEFAULT 0,
+    progress        bytea,
+    progress_token  text,
+    progress_at     double precision
 );
 ALTER SEQUENCE conveyor_message_seq OWNED BY conveyor_messages.seq;
 CREATE INDEX conveyor_messages_claim ON conveyor_messages (queue, priority DESC, seq)

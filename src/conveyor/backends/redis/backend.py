@@ -25,6 +25,7 @@ from typing import Any
 from ...errors import BackendUnavailable
 from ..base import (
     FAILURE,
+    PROGRESS,
     TERMINAL_STATES,
     Ack,
     Backend,
@@ -44,7 +45,7 @@ CHUNK = 500  # messages per call of the administrative scripts that may touch ma
 RECHECK_FIRST = 0.05  # a waiting get() re-reads its results this often at first...
 RECHECK_MAX = 1.0  # ...then ever less often: wake-ups do the work, this is the safety net
 MANY_IDS = 64  # waiting for more ids than this listens to one pattern, not a channel each
-_SCRIPTS = ("enqueue", "settle_claim", "extend", "results", "coord", "admin")
+_SCRIPTS = ("enqueue", "settle_claim", "extend", "results", "coord", "admin", "control")
 
 Keys = frozenset[tuple[str, bytes]]
 
@@ -238,10 +239,13 @@ class RedisBackend(Backend):
         reply = self._wire.call(self._scripts["results"], [now, *ids])
         out: dict[str, StoredResult] = {}
         for n, mid in enumerate(ids):
-            ready_at, count, token, until, dead, died, state, data, updated, expires = (
-                reply[n * 10:n * 10 + 10])
+            (ready_at, count, token, until, dead, died, state, data, updated, expires,
+             progress, progress_at) = reply[n * 12:n * 12 + 12]
             if ready_at is not None and dead is None:
                 leased = token is not None and float(until) > now
+                if leased and progress is not None:
+                    out[mid] = StoredResult(mid, PROGRESS, progress, float(progress_at))
+                    continue
                 out[mid] = StoredResult(mid, derived_state(float(ready_at), int(count or 0),
                                                            leased, now))
             elif state is not None and float(expires) > now:
@@ -249,6 +253,27 @@ class RedisBackend(Backend):
             elif dead is not None:
                 out[mid] = StoredResult(mid, FAILURE, None, float(died))
         return out
+
+    # --- progress and revocation ----------------------------------------------------------
+    def set_progress(self, id: str, token: str, data: bytes, now: float) -> bool:
+        return bool(self._wire.call(self._scripts["control"],
+                                    [now, "progress", id, token, data]))
+
+    def revoke(self, ids: Sequence[str], now: float, terminate: bool, data: bytes,
+               result_ttl: float) -> list[bool]:
+        if not ids:
+            return []
+        reply = self._wire.call(self._scripts["control"],
+                                [now, "revoke", "2" if terminate else "1", data,
+                                 now + result_ttl, *ids])
+        return [flag == b"1" for flag in reply]
+
+    def revoked(self, ids: Sequence[str]) -> dict[str, bool]:
+        if not ids:
+            return {}
+        ids = list(ids)
+        reply = self._wire.call(self._scripts["control"], [0, "revoked", *ids])
+        return {i: mark == b"2" for i, mark in zip(ids, reply, strict=True) if mark}
 
     # --- coordination ---------------------------------------------------------------------
     def try_lock(self, key: str, owner: str, ttl: float, now: float) -> bool:

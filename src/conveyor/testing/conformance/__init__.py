@@ -13,12 +13,14 @@ contract, take a few milliseconds.
 """
 
 from .base import LEASE, ConformanceBase, msg
+from .control import ControlConformance
 from .queueing import QueueingConformance
 from .settling import SettlingConformance
 from .state import StateConformance
 
 
-class BackendConformance(QueueingConformance, SettlingConformance, StateConformance):
+class BackendConformance(QueueingConformance, SettlingConformance, StateConformance,
+                         ControlConformance):
     """The whole backend contract as tests (see the module docstring)."""
 
 

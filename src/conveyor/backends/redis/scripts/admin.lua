@@ -73,7 +73,7 @@ elseif op == 'retry' or op == 'purgedead' then
       if op == 'retry' then
         local m = redis.call('HMGET', mk, 'q', 'p')
         local seq = next_seq()
-        redis.call('HDEL', mk, 'dead', 'why', 'da', 'k', 'kr')
+        redis.call('HDEL', mk, 'dead', 'why', 'da', 'k', 'kr', 'rv')
         redis.call('HSET', mk, 'c', 0, 'r', NOW_S, 's', seq)
         redis.call('DEL', P .. 'res:' .. id)
         if redis.call('SADD', P .. 'queues', m[1]) == 1 then
