@@ -187,7 +187,7 @@ def test_a_scheduled_message_ends_the_wait_when_it_is_due(backend: PostgresBacke
     started = time.monotonic()
     backend.wait_for_work(["q"], 0.01)
     backend.wait_for_work(["q"], 20)
-    assert 0.4 < time.monotonic() - started < 4.0
+    assert time.monotonic() - started < 4.0  # due after 0.5 s; the safety poll is 8 s
     assert [d.id for d in backend.claim(["q"], "w", time.time(), 30, 1)] == ["later"]
 
 

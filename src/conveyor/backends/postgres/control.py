@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..base import REVOKED
+from .queries import RELEASE_GONE_KEYS
 
 _LOCK = """
 SELECT id, token IS NOT NULL AND lease_until > %s FROM {s}.conveyor_messages
@@ -20,13 +21,7 @@ _DROP = """
 WITH gone AS (
     DELETE FROM {s}.conveyor_messages WHERE id = ANY(%s::text[])
     RETURNING id, dedup_key, dedup_retention),
-kept AS (
-    UPDATE {s}.conveyor_dedup d SET expires_at = %s + g.dedup_retention FROM gone g
-    WHERE d.key = g.dedup_key AND d.message_id = g.id AND g.dedup_retention > 0),
-freed AS (
-    DELETE FROM {s}.conveyor_dedup d USING gone g
-    WHERE d.key = g.dedup_key AND d.message_id = g.id AND g.dedup_retention <= 0)
-INSERT INTO {s}.conveyor_results (id, state, data, updated_at, expires_at)
+""" + RELEASE_GONE_KEYS + """INSERT INTO {s}.conveyor_results (id, state, data, updated_at, expires_at)
 SELECT id, %s, %s, %s, %s FROM gone
 ON CONFLICT (id) DO UPDATE SET state = excluded.state, data = excluded.data,
     updated_at = excluded.updated_at, expires_at = excluded.expires_at

@@ -67,18 +67,22 @@ SELECT EXISTS (SELECT 1 FROM {s}.conveyor_messages WHERE state = 0 AND queue = A
        (SELECT min(ready_at) FROM {s}.conveyor_messages WHERE state = 2),
        (SELECT min(lease_until) FROM {s}.conveyor_messages WHERE state = 1)
 """
-PURGE = """
-WITH gone AS (
-    DELETE FROM {s}.conveyor_messages
-    WHERE state <> 3 AND (token IS NULL OR lease_until <= %s) AND (%s::text IS NULL OR queue = %s)
-    RETURNING id, dedup_key, dedup_retention),
-kept AS (
+# After a CTE `gone` that deleted messages (id, dedup_key, dedup_retention): their dedup keys
+# are kept for their retention (from the `%s` now) or freed at once. Used by purge and revoke.
+RELEASE_GONE_KEYS = """kept AS (
     UPDATE {s}.conveyor_dedup d SET expires_at = %s + g.dedup_retention FROM gone g
     WHERE d.key = g.dedup_key AND d.message_id = g.id AND g.dedup_retention > 0),
 freed AS (
     DELETE FROM {s}.conveyor_dedup d USING gone g
     WHERE d.key = g.dedup_key AND d.message_id = g.id AND g.dedup_retention <= 0)
-SELECT count(*) FROM gone
+"""
+
+PURGE = """
+WITH gone AS (
+    DELETE FROM {s}.conveyor_messages
+    WHERE state <> 3 AND (token IS NULL OR lease_until <= %s) AND (%s::text IS NULL OR queue = %s)
+    RETURNING id, dedup_key, dedup_retention),
+""" + RELEASE_GONE_KEYS + """SELECT count(*) FROM gone
 """
 
 
