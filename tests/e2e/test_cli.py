@@ -310,8 +310,6 @@ def test_migrate_creates_the_schema(cli: CliProject, backend_kind: str) -> None:
 
 
 @pytest.mark.parametrize(("flags", "words"), [
-    (["--reload"], "not available yet"),
-    (["--pool", "async"], "not available yet"),
     (["--pool", "nonsense"], "nonsense"),
 ])
 def test_worker_refuses_what_does_not_exist_yet(cli: CliProject, flags: list[str],

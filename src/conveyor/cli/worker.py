@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import APP_HELP, BadUsage, app_argument, load
+from .common import APP_HELP, app_argument, load
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -23,9 +23,9 @@ def split_queues(values: tuple[str, ...]) -> list[str] | None:
 @click.command(epilog=APP_HELP)
 @app_argument()
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None,
-              help="Tasks run at once (default: the number of CPUs).")
+              help="Tasks run at once (default: the number of CPUs; 100 with --pool async).")
 @click.option("--pool", type=click.Choice(["process", "thread", "async"]), default="process",
-              show_default=True, help="How tasks run: child processes or threads.")
+              show_default=True, help="How tasks run: child processes, threads, or one asyncio event loop.")
 @click.option("-q", "--queues", "queue_opts", multiple=True, metavar="QUEUE,...",
               help="Queues to consume, comma-separated or repeated (default: the app's default "
                    "queue and every queue its tasks name).")
@@ -39,7 +39,9 @@ def split_queues(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--node", default=None, help="Name shown for this worker (default: host name).")
 @click.option("--no-scheduler", is_flag=True,
               help="Do not schedule periodic tasks from this worker (it still runs them).")
-@click.option("--reload", is_flag=True, help="Restart when source files change (not yet).")
+@click.option("--reload", is_flag=True,
+              help="For development: restart the worker when the app's *.py files change "
+                   "(needs watchfiles: pip install conveyor[reload]).")
 @click.pass_context
 def worker(ctx: click.Context, app_path: str, concurrency: int | None, pool: str,
            queue_opts: tuple[str, ...], max_tasks_per_child: int | None, log_level: str,
@@ -51,10 +53,10 @@ def worker(ctx: click.Context, app_path: str, concurrency: int | None, pool: str
     The first signal stops taking tasks and lets running ones finish (up to --grace); a
     second stops at once, and unfinished tasks go back to the queue.
     """
-    if reload:
-        raise BadUsage("--reload is not available yet")
-    if pool == "async":
-        raise BadUsage("--pool async is not available yet: use --pool process or --pool thread")
+    if reload:  # a parent that watches files and runs this command, without --reload
+        from ..worker.reload import run_reloader, worker_command
+
+        ctx.exit(run_reloader(app_path, worker_command(ctx), log_level=log_level.upper()))
     app = load(app_path)
     from ..worker.runner import run_worker
 

@@ -11,7 +11,7 @@ from typing import Any
 import click
 from django.core.management.base import BaseCommand, CommandError  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-from conveyor.cli.common import ConveyorGroup
+from conveyor.cli.common import BadUsage, ConveyorGroup
 from conveyor.contrib import django as integration
 
 # Django's own options, handled by manage.py before the command runs: dropped from the
@@ -28,6 +28,8 @@ def worker_command() -> click.Command:
 
     @click.pass_context
     def callback(ctx: click.Context, /, **options: Any) -> Any:
+        if options.get("reload"):  # its child would be `conveyor worker`, not this command
+            raise BadUsage("--reload is not available with manage.py conveyor_worker")
         return ctx.invoke(worker, app_path=integration.APP_PATH, **options)
 
     command = click.Command("conveyor_worker", params=params, callback=callback,
