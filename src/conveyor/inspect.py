@@ -89,6 +89,7 @@ class Outcome:
     ready: bool
     value: Any = None
     error: TaskFailed | None = None
+    progress: dict[str, Any] | None = None  # the latest progress report while it runs
 
 
 class Inspector:
@@ -152,7 +153,9 @@ class Inspector:
         if found is None:
             return Outcome(task_id, PENDING, False)
         if found.state not in TERMINAL_STATES:
-            return Outcome(task_id, found.state, False)
+            from .control import decode_progress
+
+            return Outcome(task_id, found.state, False, progress=decode_progress(self.app, found))
         decoded = self.app.decode_outcome(found, None, propagate=False)
         if isinstance(decoded, TaskFailed):
             return Outcome(task_id, found.state, True, None, decoded)

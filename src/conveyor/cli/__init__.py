@@ -9,6 +9,7 @@ import click
 from .. import __version__
 from .admin import dead, migrate, purge
 from .common import ConveyorGroup
+from .dashboard import dashboard
 from .info import periodic, status, tasks
 from .produce import enqueue, result
 from .worker import worker
@@ -20,7 +21,8 @@ def cli() -> None:
     """conveyor: a background task queue. APP is 'module' or 'module:attribute'."""
 
 
-for _command in (worker, status, tasks, enqueue, result, dead, purge, periodic, migrate):
+for _command in (worker, status, tasks, enqueue, result, dead, purge, periodic, migrate,
+                 dashboard):
     cli.add_command(_command)
 
 
