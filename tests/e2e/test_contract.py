@@ -4,9 +4,10 @@ Written only from /work/shared/API.md and what a Celery, RQ or Huey user would e
 `tasks.py` in a temporary directory, real workers started with `python -m conveyor worker` and
 the installed `conveyor` script, producers in this process and in other processes, and every CLI
 command of §6 with the argument forms API.md shows. In-process checks use `memory://` (drain and
-eager mode). Nothing here imports from other test files; workflows, periodic tasks, revoke,
-progress, rate limits, concurrency limits, unique tasks, the asyncio pool, --reload, the
-dashboard, Redis and PostgreSQL are out of scope (not built yet).
+eager mode). Nothing here imports from other test files. This module covers the core contract
+on SQLite and memory://; each later feature (Redis and PostgreSQL, workflows, periodic tasks,
+progress and revoke, limits, unique tasks, the pools, --reload, the dashboard) has its own
+end-to-end module, most of them run on every backend.
 
 Behaviour that disagrees with API.md (or would surprise a user of those libraries) is kept as
 a strict xfail whose reason says what is wrong.
