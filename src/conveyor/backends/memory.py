@@ -145,6 +145,11 @@ class MemoryBackend(Backend):
                         if (msg is None or msg.dead or msg.seq != seq or msg.ready_at > now
                                 or (msg.token is not None and msg.lease_until > now)):
                             heapq.heappop(heap)
+                            if (msg is not None and not msg.dead and msg.seq == seq
+                                    and msg.token is None and msg.ready_at > now):
+                                # Ready when enqueued, but this claim's `now` was read before
+                                # that (a caller that waited for the lock): keep it, not drop it.
+                                heapq.heappush(self._delayed, (msg.ready_at, seq, mid))
                             continue
                         break
                     if heap and (best is None or heap[0] < best):

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -127,16 +129,26 @@ class Executor:
         task, env = p.task, p.envelope
         try:
             value = self._call(ExecuteCall(task, p.ctx, env.args, env.kwargs))
-        except Retry as r:
-            return self.retry_or_fail(p, r.exc or r, explicit=True, delay=r.delay)
-        except Reject as r:
-            data = self.app.encode_failure("Reject", r.reason, "", task.name)
-            return Finished(Bury(p.delivery.id, p.delivery.token, f"rejected: {r.reason}", data,
-                                 self._ttl(task)), "rejected", r.reason)
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
-            tb = traceback.format_exc()
-            retryable = isinstance(exc, task.options.retry_on)
-            return self.retry_or_fail(p, exc, tb=tb, retryable=retryable)
+            return self.failed(p, exc)
+        return self.succeeded(p, value)
+
+    def failed(self, p: Prepared, exc: BaseException) -> Finished:
+        """The outcome of a run that raised `exc` (also used by the asyncio pool)."""
+        task = p.task
+        if isinstance(exc, Retry):
+            return self.retry_or_fail(p, exc.exc or exc, explicit=True, delay=exc.delay)
+        if isinstance(exc, Reject):
+            data = self.app.encode_failure("Reject", exc.reason, "", task.name)
+            return Finished(Bury(p.delivery.id, p.delivery.token, f"rejected: {exc.reason}",
+                                 data, self._ttl(task)), "rejected", exc.reason)
+        tb = "".join(traceback.format_exception(exc))
+        retryable = isinstance(exc, task.options.retry_on)
+        return self.retry_or_fail(p, exc, tb=tb, retryable=retryable)
+
+    def succeeded(self, p: Prepared, value: Any) -> Finished:
+        """The outcome of a run that returned `value` (also used by the asyncio pool)."""
+        task = p.task
         p.value = value
         if not task.options.store_result:
             return Finished(Ack(p.delivery.id, p.delivery.token, None), "succeeded")
@@ -202,9 +214,18 @@ def _call_task(call: ExecuteCall) -> Any:
     return value
 
 
+# Set by the asyncio pool (aio.py) around a run whose execute middleware it calls in a thread:
+# the coroutine of the async task then runs on the pool's event loop, not on a new one.
+LOOP_RUNNER: contextvars.ContextVar[Callable[[Any], Any] | None] = contextvars.ContextVar(
+    "conveyor_loop_runner", default=None)
+
+
 def run_coroutine(coro: Any) -> Any:
     """Run an async task to completion: on a new event loop here, or, when this thread already
     runs a loop (drain() or eager mode inside async code), on a new loop in a helper thread."""
+    runner = LOOP_RUNNER.get()
+    if runner is not None:
+        return runner(coro)
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..app import Conveyor
 
 log = logging.getLogger("conveyor.worker")
-POOLS = ("process", "thread")
+POOLS = ("process", "thread", "async")
 HOUSEKEEPING_EVERY = 60.0  # seconds between sweeps of expired results, keys and locks
 REGISTER_EVERY = 5.0  # seconds between worker-registry heartbeats (entries live 30 s)
 
@@ -74,7 +74,11 @@ def run_worker(app: Conveyor, *, concurrency: int | None = None, pool: str = "pr
     if max_tasks_per_child is not None and max_tasks_per_child < 1:
         raise ConfigError("--max-tasks-per-child must be at least 1")
     setup_logging(log_level)
-    n = concurrency or default_concurrency()
+    if concurrency is None:  # async: tasks at once on one loop (aio.DEFAULT_CONCURRENCY)
+        from .aio import DEFAULT_CONCURRENCY
+
+        concurrency = DEFAULT_CONCURRENCY if pool == "async" else default_concurrency()
+    n = concurrency
     names = queues or app.queues()
     node_name = node or socket.gethostname()
     worker_id = f"{node_name}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -115,7 +119,12 @@ def run_worker(app: Conveyor, *, concurrency: int | None = None, pool: str = "pr
         log.warning("%s", warning)
     t0 = time.monotonic()
     try:
-        if pool == "thread":
+        if pool == "async":
+            from .aio import AsyncHost
+
+            code = AsyncHost(app, concurrency=n, queues=names, worker_id=worker_id,
+                             grace=grace, heartbeat=heartbeat).run()
+        elif pool == "thread":
             code = ThreadHost(app, concurrency=n, queues=names, worker_id=worker_id,
                               grace=grace, heartbeat=heartbeat).run()
         else:

@@ -15,6 +15,8 @@ and sets `ctx.cancelled`.
   the task is settled as `TaskTimeout` by the pool and the same best-effort injection is made;
   the thread may run on until the task returns, its outcome then discarded. Tasks that must
   stop on time in threads check `ctx.cancelled`.
+- Asyncio pool (aio.py): `async def` tasks are cancelled by the pool's loop, not here; its
+  plain functions run in threads and get thread mode.
 - Elsewhere (`app.drain()`, eager mode) no time limit applies.
 
 Injections happen only while the task's own function runs (under a lock shared with the
