@@ -41,3 +41,15 @@ clean:
 docs: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[docs]'
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# Django 6's own django.tasks needs Python 3.12+: run the Django tests there too when such a
+# Python works here; the main suite runs them on Django 5 with the django-tasks backport.
+.PHONY: test-django6
+test-django6:
+	@py=""; for c in python3.13 python3.12 $$(ls -d $$HOME/.pyenv/versions/3.1[2-9]*/bin/python 2>/dev/null); do \
+	  if $$c -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then py=$$c; break; fi; done; \
+	if [ -z "$$py" ]; then echo "test-django6: no Python 3.12+ here, skipped"; exit 0; fi; \
+	test -x .venv-django6/bin/python || $$py -m venv .venv-django6; \
+	.venv-django6/bin/python -m pip install -q 'django>=6,<7' 'psycopg[binary]>=3.2' pytest \
+	  pytest-timeout hypothesis -e . && \
+	.venv-django6/bin/python -m pytest -q -p no:cacheprovider tests/contrib/test_django.py
