@@ -79,6 +79,24 @@ class Conveyor:
     def close(self) -> None:
         self._backend.close()
 
+    def configure(self, url: str | None = None, **settings: Any) -> None:
+        """Apply new settings (the constructor's keywords) to this app, keeping the tasks and
+        periodic tasks declared on it. For frameworks whose settings are known only after the
+        tasks were declared (a Flask app factory, Django settings). Does no I/O; the previous
+        backend is closed. Settings not given return to their defaults, except the clock and
+        the middleware, which are kept."""
+        tasks, periodic = dict(self.tasks), dict(self.periodic_tasks)
+        old_backend = self._backend
+        settings.setdefault("clock", self.clock)
+        settings.setdefault("middleware", self.middleware)
+        Conveyor.__init__(self, url, **settings)
+        self.tasks.update(tasks)
+        self.periodic_tasks.update(periodic)
+        try:
+            old_backend.close()
+        except Exception:  # it may never have connected
+            pass
+
     # --- registry -------------------------------------------------------------------------
     @overload
     def task(self, fn: F) -> Task[Any, Any]: ...

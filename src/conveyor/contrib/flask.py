@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 from ..app import Conveyor
 from ..errors import ConfigError
 from ..middleware import ExecuteCall, Middleware
-from ._reconfigure import reconfigure
 
 if TYPE_CHECKING:
     from flask import Flask  # type: ignore[import-not-found,unused-ignore]
@@ -114,5 +113,4 @@ class FlaskConveyor(Conveyor):
         ttl = settings.get("result_ttl")
         if isinstance(ttl, timedelta):
             settings["result_ttl"] = ttl.total_seconds()
-        reconfigure(self, url, middleware=(AppContext(self), *self._user_middleware),
-                    **settings)
+        self.configure(url, middleware=(AppContext(self), *self._user_middleware), **settings)

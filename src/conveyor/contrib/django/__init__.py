@@ -52,7 +52,6 @@ from ...app import Conveyor
 from ...middleware import ExecuteCall, Middleware
 from ...result import Result
 from ...task import Task
-from .._reconfigure import reconfigure
 
 __all__ = ["DjangoConveyor", "DjangoTask", "apply_async_on_commit", "delay_on_commit",
            "get_app"]
@@ -176,7 +175,7 @@ def settings_changed(*, setting: str, **kwargs: Any) -> None:
     if config.get("app") or not isinstance(_app, DjangoConveyor):
         return
     url, options = _conveyor_options(config)
-    reconfigure(_app, url, **options)
+    _app.configure(url, **options)
 
 
 def __getattr__(name: str) -> Any:
