@@ -11,7 +11,6 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 VENV = BENCH_DIR / ".venv-huey"
 REQUIREMENTS = ("huey==3.5.4", "py-spy==0.4.3")
-_STAMP = VENV / ".bench-requirements"
 
 
 def python() -> Path:
@@ -22,19 +21,27 @@ def py_spy() -> Path:
     return VENV / "bin" / "py-spy"
 
 
-def ensure() -> Path:
-    """Create or update the venv when its requirements changed; return its python."""
-    wanted = "\n".join(REQUIREMENTS)
-    if python().exists() and _STAMP.exists() and _STAMP.read_text() == wanted:
-        return python()
-    print(f"setting up {VENV.relative_to(BENCH_DIR.parent)} ({', '.join(REQUIREMENTS)})",
+def ensure_venv(venv: Path, requirements: tuple[str, ...]) -> Path:
+    """Create or update `venv` when its requirements changed; return its python. Shared by
+    this venv and bench/peersenv.py's."""
+    python_path = venv / "bin" / "python"
+    stamp = venv / ".bench-requirements"
+    wanted = "\n".join(requirements)
+    if python_path.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python_path
+    print(f"setting up {venv.relative_to(BENCH_DIR.parent)} ({', '.join(requirements)})",
           file=sys.stderr, flush=True)
-    if not python().exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run([str(python()), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    *REQUIREMENTS], check=True)
-    _STAMP.write_text(wanted)
-    return python()
+    if not python_path.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(python_path), "-m", "pip", "install", "-q",
+                    "--disable-pip-version-check", *requirements], check=True)
+    stamp.write_text(wanted)
+    return python_path
+
+
+def ensure() -> Path:
+    """Create or update the Huey venv when its requirements changed; return its python."""
+    return ensure_venv(VENV, REQUIREMENTS)
 
 
 def python_for(system: str) -> Path:

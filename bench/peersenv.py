@@ -5,11 +5,10 @@ of the project. The versions are pinned so that runs compare like with like."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
+from benchenv import BENCH_DIR, ensure_venv
+
 VENV = BENCH_DIR / ".venv-peers"
 REQUIREMENTS = (
     "celery==5.7.0",
@@ -21,7 +20,6 @@ REQUIREMENTS = (
     "redis==8.1.0",
     "psycopg[binary]==3.3.9",
 )
-_STAMP = VENV / ".bench-requirements"
 
 
 def python() -> Path:
@@ -29,18 +27,8 @@ def python() -> Path:
 
 
 def ensure() -> Path:
-    """Create or update the venv when its requirements changed; return its python."""
-    wanted = "\n".join(REQUIREMENTS)
-    if python().exists() and _STAMP.exists() and _STAMP.read_text() == wanted:
-        return python()
-    print(f"setting up {VENV.relative_to(BENCH_DIR.parent)} ({', '.join(REQUIREMENTS)})",
-          file=sys.stderr, flush=True)
-    if not python().exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run([str(python()), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    *REQUIREMENTS], check=True)
-    _STAMP.write_text(wanted)
-    return python()
+    """Create or update the peers' venv when its requirements changed; return its python."""
+    return ensure_venv(VENV, REQUIREMENTS)
 
 
 if __name__ == "__main__":
