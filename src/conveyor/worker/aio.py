@@ -41,7 +41,16 @@ from ..backends.base import Delivery, Release, Settlement
 from ..errors import TaskTimeout
 from ..middleware import Middleware
 from . import timeouts
-from .consumer import HEARTBEAT_EVERY, IDLE_MAX, IDLE_MIN, Held, LeaseKeeper, Outcome, log_outcome
+from .consumer import (
+    HEARTBEAT_EVERY,
+    IDLE_MAX,
+    IDLE_MIN,
+    Held,
+    LeaseKeeper,
+    Outcome,
+    give_back,
+    log_outcome,
+)
 from .control import TERMINATED, RevocationWatch, revoked_outcome, skip_if_revoked
 from .executor import LOOP_RUNNER, Executor, Finished, Prepared, timeout_failure
 from .limits import Gate
@@ -454,16 +463,7 @@ class AsyncHost:
         return True
 
     async def give_back(self, unstarted: Sequence[Delivery]) -> None:
-        now = self.app.clock.now()
-        try:
-            await asyncio.to_thread(self.backend.settle,
-                                    [Release(d.id, d.token, now, attempted=False)
-                                     for d in unstarted], now)
-        except Exception as exc:
-            log.warning("could not give back %d task(s): %s (they return after their lease)",
-                        len(unstarted), exc)
-        for d in unstarted:
-            self.held.discard(d.id)
+        await asyncio.to_thread(give_back, self.app, self.backend, self.held, unstarted)
 
     async def abandon(self) -> None:
         """Second signal or grace over: cancel the coroutines (each gets up to STOP_WAIT to

@@ -235,16 +235,7 @@ class Slot:
             self.held.discard(d.id)
 
     def give_back(self, unstarted: Sequence[Delivery]) -> None:
-        """Release claimed but unstarted deliveries at once, uncounted, for another worker."""
-        now = self.app.clock.now()
-        try:
-            self.backend.settle([Release(d.id, d.token, now, attempted=False)
-                                 for d in unstarted], now)
-        except Exception as exc:
-            log.warning("could not give back %d task(s): %s (they return after their lease)",
-                        len(unstarted), exc)
-        for d in unstarted:
-            self.held.discard(d.id)
+        give_back(self.app, self.backend, self.held, unstarted)
 
     def process(self, d: Delivery, prepared: Prepared | Finished) -> float:
         """Run one prepared delivery; its settlement joins `pending`. Returns its duration."""
@@ -303,6 +294,20 @@ class Slot:
                 log.warning("settle failed (%s); retrying", exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+
+def give_back(app: Conveyor, backend: Backend, held: Held,
+              unstarted: Sequence[Delivery]) -> None:
+    """Release claimed but unstarted deliveries at once, uncounted, for another worker (every
+    pool's slots use this)."""
+    now = app.clock.now()
+    try:
+        backend.settle([Release(d.id, d.token, now, attempted=False) for d in unstarted], now)
+    except Exception as exc:
+        log.warning("could not give back %d task(s): %s (they return after their lease)",
+                    len(unstarted), exc)
+    for d in unstarted:
+        held.discard(d.id)
 
 
 def log_outcome(name: str, id: str, fin: Finished, seconds: float) -> None:
