@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: Messages and results over this many bytes are refused at the call site. One default for
+#: every backend, so code tried on SQLite does not fail later on Redis or PostgreSQL, whose
+#: servers hold (and send) every byte of every message.
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+
+
 class Conveyor:
     """One queue application: where tasks live (the backend URL) and which tasks exist.
 
@@ -38,8 +44,10 @@ class Conveyor:
                  result_ttl: float | timedelta = 86400, serializer: str = "json",
                  secret_key: str | bytes | None = None, lease: float | timedelta = 60,
                  eager: bool = False, clock: Clock | None = None,
-                 middleware: Sequence[Middleware] = ()) -> None:
+                 middleware: Sequence[Middleware] = (),
+                 max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self.url = resolve_url(url)
+        self.max_message_size = _size_limit(max_message_size)
         self.default_queue = default_queue
         self.result_ttl = seconds(result_ttl, "result_ttl") or 0.0
         self.lease = seconds(lease, "lease") or 0.0
@@ -186,6 +194,11 @@ class Conveyor:
             body = self.codec.encode(env.to_dict())
         except SerializationError as exc:
             raise _name_culprit(self.codec, task, args, kwargs, exc) from None
+        if self.max_message_size is not None and len(body) > self.max_message_size:
+            raise SerializationError(
+                f"{task.name}: the message is {len(body):,} bytes, over the limit of "
+                f"{self.max_message_size:,} bytes (Conveyor(max_message_size=...)); pass a "
+                "reference to the data (a path, a URL, a database id) instead of the data")
         return env, body
 
     def send(self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -285,7 +298,13 @@ class Conveyor:
 
     # --- outcomes -------------------------------------------------------------------------
     def encode_value(self, value: Any) -> bytes:
-        return self.codec.encode({"value": value})
+        """A task's return value as stored; bound by `max_message_size` like messages."""
+        data = self.codec.encode({"value": value})
+        if self.max_message_size is not None and len(data) > self.max_message_size:
+            raise SerializationError(
+                f"the result is {len(data):,} bytes, over the limit of "
+                f"{self.max_message_size:,} bytes (Conveyor(max_message_size=...))")
+        return data
 
     def encode_failure(self, exc_type: str, exc_message: str, traceback: str = "",
                        task: str = "") -> bytes:
@@ -327,6 +346,15 @@ class Conveyor:
 
     def worker_id(self) -> str:
         return f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+
+
+def _size_limit(value: int | None) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1024:
+        raise ConfigError(f"max_message_size must be a whole number of bytes >= 1024, or None "
+                          f"for no limit, not {value!r}")
+    return value
 
 
 def _timestamp(when: datetime) -> float:

@@ -57,8 +57,10 @@ class Envelope:
         if not isinstance(data, dict):
             raise SerializationError(f"message is a {type(data).__name__}, not an object")
         version = data.get("v")
-        if not isinstance(version, int):
+        if isinstance(version, bool) or not isinstance(version, int):
             raise SerializationError("message has no format version")
+        if version < 1:
+            raise SerializationError(f"unknown message format version {version}")
         if version > FORMAT_VERSION:
             raise SerializationError(
                 f"message format version {version} is newer than this worker understands "

@@ -53,6 +53,7 @@ CONFIG_KEYS = {
     "CONVEYOR_SECRET_KEY": "secret_key",
     "CONVEYOR_LEASE": "lease",
     "CONVEYOR_EAGER": "eager",
+    "CONVEYOR_MAX_MESSAGE_SIZE": "max_message_size",
 }
 
 

@@ -21,8 +21,8 @@ Set-up::
     $ python manage.py conveyor_worker -c 4            # the options of `conveyor worker`
 
 `CONVEYOR` keys: `url` (else CONVEYOR_URL, else sqlite:///conveyor.db), `default_queue`,
-`result_ttl`, `serializer`, `secret_key`, `lease`, `eager`, `middleware` (instances or
-dotted paths), `transactional` (see below), or `app`: "module:attribute" of a Conveyor you
+`result_ttl`, `serializer`, `secret_key`, `lease`, `eager`, `max_message_size`, `middleware`
+(instances or dotted paths), `transactional` (see below), or `app`: "module:attribute" of a Conveyor you
 made yourself, used instead of one built from these settings.
 
 `task.delay_on_commit(*args, **kwargs)` and `task.apply_async_on_commit(args, kwargs,
