@@ -37,6 +37,7 @@ from .base import (
     derived_state,
 )
 from .sqlite_control import add_columns, revoke_in
+from .sqlite_fs import network_filesystem
 from .wake import RESULTS, WORKERS, WakeChannel, channel_directory, wait_readable
 
 T = TypeVar("T")
@@ -119,10 +120,10 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
         raise ConfigError(f"bad SQLite URL {url!r}: it names no file (an in-memory SQLite "
                           "database is not shared between processes; use memory:// for tests)")
     options = {k.lower(): v[-1] for k, v in parse_qs(parts.query).items()}
-    unknown = set(options) - {"synchronous", "busy_timeout"}
+    unknown = set(options) - {"synchronous", "busy_timeout", "network_fs"}
     if unknown:
         raise ConfigError(f"bad SQLite URL {url!r}: unknown option(s) {', '.join(sorted(unknown))}"
-                          " (known: synchronous, busy_timeout)")
+                          " (known: synchronous, busy_timeout, network_fs)")
     sync = options.get("synchronous", "NORMAL").upper()
     if sync not in _SYNC_MODES:
         raise ConfigError(f"bad SQLite URL {url!r}: synchronous must be one of {_SYNC_MODES}")
@@ -130,6 +131,16 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ConfigError(f"bad SQLite URL {url!r}: directory {directory!r} does not exist")
+    allow = options.get("network_fs", "refuse").lower()
+    if allow not in ("refuse", "allow"):
+        raise ConfigError(f"bad SQLite URL {url!r}: network_fs must be 'refuse' or 'allow'")
+    fstype = network_filesystem(directory)
+    if fstype is not None and allow != "allow":
+        raise ConfigError(
+            f"bad SQLite URL {url!r}: {directory!r} is on a network file system ({fstype}), "
+            "where SQLite's locks do not hold and the queue can be corrupted; put the file on "
+            "a local disk, use redis:// or postgresql:// to share a queue between machines, or "
+            "add ?network_fs=allow if you are sure only one machine uses it")
     return path, options
 
 
