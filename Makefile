@@ -33,6 +33,16 @@ bench: $(STAMP)
 bench-servers: $(STAMP)
 	$(BIN)/python bench/servers.py
 
+# Long fault-injection runs at full size (several minutes; not part of `make test`, which runs
+# each scenario small): the kill storm and the soak on SQLite, Redis and PostgreSQL, and the
+# 16-producer SQLite hammer. Figures go to docs/guarantees.md.
+.PHONY: chaos
+CHAOS := $(BIN)/python -m conveyor.testing.chaos
+chaos: $(STAMP)
+	$(CHAOS) storm --backend sqlite --backend redis --backend postgresql
+	$(CHAOS) soak --backend sqlite --backend redis --backend postgresql
+	$(CHAOS) hammer
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 

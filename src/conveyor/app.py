@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from . import tracing
 from .backends import create_backend, redact, resolve_url
 from .backends.base import SUCCESS, Backend, Message, StoredResult
 from .clock import Clock, SystemClock
@@ -189,6 +190,7 @@ class Conveyor:
             expires_at=expires_at,
             retries=retries,
             flow=flow,
+            trace=tracing.current_context(),  # the caller's span, with OpenTelemetry only
         )
         try:
             body = self.codec.encode(env.to_dict())

@@ -7,6 +7,10 @@ Version 2 adds `flow`, the workflow a task belongs to (links, the rest of a chai
 membership; see worker/flow.py). Only messages that carry a flow are written as version 2, so
 plain messages stay readable by version-1 workers, while a version-1 worker dead-letters a
 workflow step with "upgrade conveyor on the workers" instead of silently dropping its links.
+
+`trace` (the producer's W3C trace context, see tracing.py) needs no new version: a worker that
+does not know it ignores it and loses nothing but the link between two traces. A malformed one
+is dropped rather than failing the task.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class Envelope:
     expires_at: float | None = None
     retries: int | None = None  # per-call override of the task's `retries`
     flow: dict[str, Any] | None = None  # workflow links, plain data (worker/flow.py); v2
+    trace: dict[str, str] | None = None  # {"traceparent": ..., "tracestate": ...} (tracing.py)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -49,6 +54,8 @@ class Envelope:
             data["retries"] = self.retries
         if self.flow is not None:
             data["flow"] = self.flow
+        if self.trace:
+            data["trace"] = self.trace
         return data
 
     @classmethod
@@ -88,10 +95,19 @@ class Envelope:
                 expires_at=None if expires is None else float(expires),
                 retries=None if retries is None else _int(retries, "retries"),
                 flow=flow,
+                trace=_trace(data.get("trace")),
             )
         except (TypeError, ValueError, OverflowError) as exc:
             raise SerializationError(f"malformed message: {exc}") from None
         return env
+
+
+def _trace(value: Any) -> dict[str, str] | None:
+    if not isinstance(value, dict):
+        return None
+    found = {k: v for k, v in value.items()
+             if k in ("traceparent", "tracestate") and isinstance(v, str)}
+    return found or None
 
 
 def _str(data: dict[str, Any], key: str) -> str:

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 from .backends.base import PENDING, TERMINAL_STATES, DeadLetter, WorkerInfo
 from .envelope import Envelope
 from .errors import SerializationError, TaskFailed
+from .inspect_tasks import TaskDetail, TaskError, TaskEvent, TaskRow, find_tasks, task_detail
 from .periodic import PeriodicInfo, periodic_status
+from .stats import ActivityBucket, Counters, recent_activity, task_counters
 
 if TYPE_CHECKING:
     from .app import Conveyor
@@ -128,6 +130,20 @@ class Inspector:
     def status(self) -> Status:
         return Status(self.queues(), self.workers(), self.dead_count(), self.periodic())
 
+    def activity(self, minutes: int = 60) -> list[ActivityBucket]:
+        """Tasks settled per minute over the last `minutes` (at most 120; the current minute
+        last), oldest first, zeros for quiet minutes: the overview's throughput and failure
+        charts. Workers send their counts about once a second, so the newest minute lags."""
+        return recent_activity(self._read_counters, self._now(), minutes)
+
+    def counters(self) -> Counters:
+        """Cumulative task counts by task and outcome, lease losses and the run-time
+        histogram (for /metrics). Tasks this app does not register are summed as "other"."""
+        return task_counters(self._read_counters, self.app.tasks)
+
+    def _read_counters(self, keys: Sequence[str]) -> dict[str, int]:
+        return self.app.backend.read_counters(keys, self._now())
+
     def periodic(self) -> list[PeriodicInfo]:
         """Each periodic task with its schedule, last run (tick time and state, found by the
         ids of its recent ticks) and next run, sorted by name."""
@@ -160,6 +176,24 @@ class Inspector:
         if isinstance(decoded, TaskFailed):
             return Outcome(task_id, found.state, True, None, decoded)
         return Outcome(task_id, found.state, True, decoded)
+
+    def find_tasks(self, state: str | None = None, queue: str | None = None,
+                   name: str | None = None, limit: int = 50, offset: int = 0) -> list[TaskRow]:
+        """Tasks by state (ready, scheduled, running, success, failure, revoked, dead, or
+        None for all: running, ready, scheduled, dead, then finished), queue and task name,
+        `limit` (1..500) from `offset`. Orders: ready in claim order, scheduled by due time,
+        running by lease end, dead oldest first, finished newest first (failure: dead
+        letters, then failed results). A finished task has only its result, which records
+        no queue and, for a SUCCESS, no task name: `queue` cannot filter success or revoked
+        (ValueError), with failure it lists dead letters only, and `name` never matches a
+        SUCCESS. Filtering by name decodes bodies, `inspect_tasks.SCAN_MAX` at most per call.
+        Raises ValueError naming a bad argument."""
+        return find_tasks(self.app, self._now(), state, queue, name, limit, offset)
+
+    def task_detail(self, id: str) -> TaskDetail | None:
+        """Everything stored about task `id` (None when nothing is): arguments, state,
+        attempts, times, result or error, progress, dead-letter reason and a timeline."""
+        return task_detail(self.app, self._now(), id)
 
     # --- admin actions --------------------------------------------------------------------
     def retry_dead(self, ids: Sequence[str] | None = None) -> list[str]:
@@ -248,5 +282,6 @@ def _task_info(app: Conveyor, task: Task[Any, Any]) -> TaskInfo:
                     bind, task.is_async, extras)
 
 
-__all__ = ["DeadTask", "Inspector", "Outcome", "QueueInfo", "Status", "TaskInfo",
+__all__ = ["ActivityBucket", "Counters", "DeadTask", "Inspector", "Outcome", "QueueInfo",
+           "Status", "TaskDetail", "TaskError", "TaskEvent", "TaskInfo", "TaskRow",
            "WorkerStatus"]

@@ -105,8 +105,8 @@ def test_change_needs_a_json_body(client: TestClient) -> None:
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
     r = client.post("/api/tasks", content=b"", headers=JSON)
     assert r.status_code == 400 and "empty" in r.json()["error"]
-    assert client.get("/api/tasks").status_code == 405
-    assert client.get("/api/tasks").json() == {"error": "method GET not allowed here"}
+    assert client.put("/api/tasks").status_code == 405  # GET lists tasks (test_tasks_api)
+    assert client.put("/api/tasks").json() == {"error": "method PUT not allowed here"}
     assert client.get("/api/nothing").json() == {"error": "no such endpoint"}
 
 
@@ -235,10 +235,11 @@ def test_overview_page_is_escaped(client: TestClient, app: Conveyor) -> None:
     r = client.post("/api/tasks", json={"task": "reject", "options": {"queue": evil}})
     tid = r.json()["id"]
     app.drain()
-    page = client.get("/").text
+    assert evil not in client.get("/").text
+    page = client.get("/dead").text
     assert evil not in page and "&lt;script&gt;" in page
-    assert f"href='api/tasks/{tid}'" in page
-    assert "Dead letters (1)" in page
+    assert f"href='/tasks/{tid}'" in page
+    assert "1 dead letter<" in page
 
 
 def test_openapi_describes_every_route(client: TestClient, app: Conveyor) -> None:

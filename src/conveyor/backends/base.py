@@ -157,6 +157,70 @@ class WorkerInfo:
     last_seen: float = 0.0
 
 
+# Kinds of waiting or running message `Backend.list_messages` lists (as `queue_stats` counts
+# them: an expired lease is ready again, a due scheduled message is ready).
+READY = "ready"
+SCHEDULED_KIND = "scheduled"
+RUNNING = "running"
+MESSAGE_KINDS = (READY, SCHEDULED_KIND, RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """A stored message as the Inspector reads it (never used to settle anything).
+    `enqueued_at` and `worker` are None where the backend does not store them (Redis);
+    `lease_until` and `worker` are set only while a live lease holds the message."""
+
+    id: str
+    queue: str
+    body: bytes
+    priority: int
+    ready_at: float
+    delivery_count: int
+    enqueued_at: float | None = None
+    lease_until: float | None = None
+    worker: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRecord:
+    """A stored result that `get_results` would report: state, data, when it was stored
+    (`finished_at`) and when it expires."""
+
+    id: str
+    state: str
+    data: bytes | None
+    finished_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """Everything stored about one id: its message (while waiting, running or dead), its dead
+    letter (when dead) and its result (when finished and not expired)."""
+
+    id: str
+    message: MessageRecord | None = None
+    dead: DeadLetter | None = None
+    result: ResultRecord | None = None
+
+
+def check_kind(kind: str) -> str:
+    """`kind` if `list_messages` knows it; ValueError naming the known ones otherwise."""
+    if kind not in MESSAGE_KINDS:
+        raise ValueError(f"unknown message kind {kind!r} (known: {', '.join(MESSAGE_KINDS)})")
+    return kind
+
+
+def result_states(state: str | None) -> tuple[str, ...]:
+    """The result states `list_results(state)` lists; ValueError for any other state."""
+    if state is None:
+        return (SUCCESS, FAILURE, REVOKED)
+    if state not in TERMINAL_STATES:
+        raise ValueError(f"results are SUCCESS, FAILURE or REVOKED, not {state!r}")
+    return (state,)
+
+
 class Backend(abc.ABC):
     """Abstract backend. Subclasses implement the primitives; `wait` and `wait_for_work` have
     polling defaults that a backend with server-side notifications overrides."""
@@ -300,6 +364,14 @@ class Backend(abc.ABC):
     def incr(self, key: str, by: int, ttl: float, now: float) -> int:
         """Add `by` to counter `key` (created at 0 with expiry now + ttl) and return it."""
 
+    def read_counters(self, keys: Sequence[str], now: float) -> dict[str, int]:
+        """The value of each counter among `keys` that exists and has not expired (the others
+        are left out, and nothing is created): the dashboard reads many in one call. This
+        default makes one `incr(key, 0, ...)` per key, which writes (and leaves out counters at
+        0 too); every built-in backend overrides it with one read."""
+        found = {k: self.incr(k, 0, 0.0, now) for k in dict.fromkeys(keys)}
+        return {k: v for k, v in found.items() if v}
+
     # --- administration (Inspector, CLI, worker registry) ---------------------------------
     @abc.abstractmethod
     def queue_stats(self, now: float) -> dict[str, QueueStats]: ...
@@ -326,6 +398,28 @@ class Backend(abc.ABC):
     def purge_dead(self, ids: Sequence[str] | None = None) -> int: ...
 
     @abc.abstractmethod
+    def list_messages(self, kind: str, queue: str | None, now: float, limit: int = 100,
+                      offset: int = 0) -> list[MessageRecord]:
+        """Messages of one kind (`READY`, `SCHEDULED_KIND`, `RUNNING`; ValueError otherwise),
+        of `queue` or of every queue, in a stable order: ready in claim order (priority
+        descending, then FIFO), scheduled by `ready_at`, running by `lease_until` (ties in
+        FIFO order). Dead letters are listed by `dead_letters`. Read-only."""
+
+    @abc.abstractmethod
+    def list_results(self, state: str | None, now: float, limit: int = 100,
+                     offset: int = 0) -> list[ResultRecord]:
+        """Unexpired stored results in `state` (SUCCESS, FAILURE or REVOKED; None: all three)
+        of tasks whose message is gone (a dead letter's FAILURE is not listed here: it is in
+        `dead_letters`; a result hidden by a new message of the same id neither), latest
+        `expires_at` first, then id descending: newest first among results kept equally long.
+        Results keep no queue. Redis looks at a bounded part of its expiry index per call
+        (see its docstring). Read-only."""
+
+    @abc.abstractmethod
+    def task_record(self, id: str, now: float) -> TaskRecord | None:
+        """Everything stored about `id` (None when nothing is). Read-only."""
+
+    @abc.abstractmethod
     def purge(self, queue: str | None, now: float) -> int:
         """Delete messages waiting in `queue` (all queues when None); running ones stay."""
 
@@ -347,9 +441,11 @@ class Backend(abc.ABC):
         data). Checked once per worker, never on the producer's hot path."""
         return []
 
-    def checkpoint(self) -> None:  # noqa: B027 - optional hook
+    def checkpoint(self) -> float | None:
         """Background upkeep the worker supervisor runs about twice a second (SQLite: copy the
-        write-ahead log back into the database, off the producers' and tasks' hot path)."""
+        write-ahead log back into the database, off the producers' and tasks' hot path).
+        Returns how soon (seconds) it wants to run again when that is sooner, else None."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

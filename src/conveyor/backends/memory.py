@@ -18,19 +18,27 @@ from typing import Any
 from .base import (
     FAILURE,
     PROGRESS,
+    READY,
     REVOKED,
+    RUNNING,
+    SCHEDULED_KIND,
     Ack,
     Backend,
     Bury,
     DeadLetter,
     Delivery,
     Message,
+    MessageRecord,
     QueueStats,
     Release,
+    ResultRecord,
     Settlement,
     StoredResult,
+    TaskRecord,
     WorkerInfo,
+    check_kind,
     derived_state,
+    result_states,
 )
 
 
@@ -52,6 +60,8 @@ class _Msg:
     died_at: float = 0.0
     revoked: int = 0  # 1 revoked while running, 2 also asked to stop (terminate)
     progress: tuple[str, bytes, float] | None = None  # (token, data, updated_at)
+    enqueued_at: float = 0.0
+    worker: str = ""  # who holds the lease (set by each claim)
 
 
 class MemoryBackend(Backend):
@@ -119,7 +129,7 @@ class MemoryBackend(Backend):
                 if m.dedup_key is not None:
                     self._dedup[m.dedup_key] = (m.id, None)
                 msg = _Msg(m.id, m.queue, bytes(m.body), m.priority, m.ready_at, next(self._seq),
-                           m.dedup_key, m.dedup_retention)
+                           m.dedup_key, m.dedup_retention, enqueued_at=now)
                 self._messages[m.id] = msg
                 self._results.pop(m.id, None)
                 self._schedule(msg, now)
@@ -161,6 +171,7 @@ class MemoryBackend(Backend):
                 msg.delivery_count += 1
                 msg.token = os.urandom(8).hex()
                 msg.lease_until = now + lease_for
+                msg.worker = worker_id
                 self._leased[msg.id] = msg
                 out.append(Delivery(msg.id, msg.queue, msg.body, msg.priority,
                                     msg.delivery_count, msg.token, msg.lease_until))
@@ -307,6 +318,11 @@ class MemoryBackend(Backend):
             self._counters[key] = (value, expires)
             return value
 
+    def read_counters(self, keys: Sequence[str], now: float) -> dict[str, int]:
+        with self._lock:
+            found = {k: self._counters.get(k) for k in keys}
+        return {k: c[0] for k, c in found.items() if c is not None and c[1] > now}
+
     # --- administration -------------------------------------------------------------------
     def queue_stats(self, now: float) -> dict[str, QueueStats]:
         counts: dict[str, list[int]] = {}
@@ -361,6 +377,51 @@ class MemoryBackend(Backend):
                 del self._messages[i]
             return len(doomed)
 
+    def list_messages(self, kind: str, queue: str | None, now: float, limit: int = 100,
+                      offset: int = 0) -> list[MessageRecord]:
+        check_kind(kind)
+        with self._lock:
+            found = [m for m in self._messages.values()
+                     if not m.dead and (queue is None or m.queue == queue)
+                     and _kind(m, now) == kind]
+            if kind == READY:
+                found.sort(key=lambda m: (-m.priority, m.seq))
+            elif kind == RUNNING:
+                found.sort(key=lambda m: (m.lease_until, m.seq))
+            else:
+                found.sort(key=lambda m: (m.ready_at, m.seq))
+            return [_record(m, now) for m in found[offset:offset + max(0, limit)]]
+
+    def list_results(self, state: str | None, now: float, limit: int = 100,
+                     offset: int = 0) -> list[ResultRecord]:
+        states = result_states(state)
+        with self._lock:
+            found = [ResultRecord(r.id, r.state, r.data, r.updated_at, exp)
+                     for r, exp in self._results.values()
+                     if exp > now and r.state in states and r.id not in self._messages]
+        found.sort(key=lambda r: (r.expires_at, r.id), reverse=True)
+        return found[offset:offset + max(0, limit)]
+
+    def _shows_result(self, id: str) -> bool:
+        msg = self._messages.get(id)
+        return msg is None or msg.dead
+
+    def task_record(self, id: str, now: float) -> TaskRecord | None:
+        with self._lock:
+            msg = self._messages.get(id)
+            stored = self._results.get(id)
+            result = None
+            if stored is not None and stored[1] > now and self._shows_result(id):
+                r = stored[0]
+                result = ResultRecord(id, r.state, r.data, r.updated_at, stored[1])
+            if msg is None and result is None:
+                return None
+            dead = None
+            if msg is not None and msg.dead:
+                dead = DeadLetter(msg.id, msg.queue, msg.body, msg.reason, msg.died_at,
+                                  msg.delivery_count)
+            return TaskRecord(id, None if msg is None else _record(msg, now), dead, result)
+
     def purge(self, queue: str | None, now: float) -> int:
         with self._lock:
             doomed = [m for m in self._messages.values()
@@ -391,3 +452,17 @@ class MemoryBackend(Backend):
                     del table[k]  # type: ignore[attr-defined]
             for k in [k for k, v in self._dedup.items() if v[1] is not None and v[1] <= now]:
                 del self._dedup[k]
+
+
+def _kind(msg: _Msg, now: float) -> str:
+    """Which `list_messages` kind a live (not dead) message is now."""
+    if msg.token is not None and msg.lease_until > now:
+        return RUNNING
+    return SCHEDULED_KIND if msg.ready_at > now else READY
+
+
+def _record(msg: _Msg, now: float) -> MessageRecord:
+    live = not msg.dead and msg.token is not None and msg.lease_until > now
+    return MessageRecord(msg.id, msg.queue, msg.body, msg.priority, msg.ready_at,
+                         msg.delivery_count, msg.enqueued_at,
+                         msg.lease_until if live else None, msg.worker if live else None)

@@ -24,17 +24,25 @@ from ..errors import BackendUnavailable, ConfigError
 from .base import (
     FAILURE,
     PROGRESS,
+    READY,
+    RUNNING,
+    SCHEDULED_KIND,
     Ack,
     Backend,
     DeadLetter,
     Delivery,
     Message,
+    MessageRecord,
     QueueStats,
     Release,
+    ResultRecord,
     Settlement,
     StoredResult,
+    TaskRecord,
     WorkerInfo,
+    check_kind,
     derived_state,
+    result_states,
 )
 from .sqlite_control import add_columns, revoke_in
 from .sqlite_fs import network_filesystem
@@ -44,6 +52,9 @@ T = TypeVar("T")
 SCHEMA_VERSION = 2
 AUTOCHECKPOINT_PAGES = 10_000  # about 40 MB of WAL before a commit checkpoints by itself
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL file is truncated to after a checkpoint
+WAL_RESTART_AT = 8 * 1024 * 1024  # past this, the worker's checkpoint starts the log over
+RESTART_WAIT_MS = 200  # how long that checkpoint may wait for readers (writers wait too)
+CHECKPOINT_BUSY_EVERY = 0.05  # seconds between checkpoints while the log grows
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 SCHEMA = """
@@ -109,6 +120,32 @@ _INSERT = ("INSERT INTO conveyor_messages (id, queue, priority, ready_at, avail_
            "ON CONFLICT (id) DO NOTHING")
 
 
+# list_messages: kind -> (condition on `now`, order); a live lease is running, whatever else
+# waits is ready or scheduled by its ready_at (as queue_stats counts them).
+_KIND_SQL = {
+    READY: ("NOT (token IS NOT NULL AND lease_until > ?1) AND ready_at <= ?1",
+            "priority DESC, seq"),
+    SCHEDULED_KIND: ("NOT (token IS NOT NULL AND lease_until > ?1) AND ready_at > ?1",
+                     "ready_at, seq"),
+    RUNNING: ("token IS NOT NULL AND lease_until > ?1", "lease_until, seq"),
+}
+_RECORD_COLUMNS = ("id, queue, body, priority, ready_at, delivery_count, enqueued_at, token, "
+                   "lease_until, worker")
+
+
+def _message_record(row: Sequence[Any], now: float) -> MessageRecord:
+    live = row[7] is not None and row[8] is not None and row[8] > now
+    return MessageRecord(row[0], row[1], bytes(row[2]), row[3], row[4], row[5], row[6],
+                         row[8] if live else None, row[9] if live else None)
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     """`sqlite:///relative.db`, `sqlite:////absolute.db` -> (path, options)."""
     parts = urlsplit(url)
@@ -154,6 +191,7 @@ class SqliteBackend(Backend):
         self._schema_lock = threading.Lock()
         self._schema_ready_pid = 0
         self._wake = WakeChannel(channel_directory(self.path))
+        self._log_busy_until = 0.0  # checkpoint(): until then, the WAL grows fast
 
     # --- connections ----------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -187,13 +225,40 @@ class SqliteBackend(Backend):
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         return conn
 
-    def checkpoint(self) -> None:
-        """Copy the write-ahead log into the database without blocking anyone (PASSIVE)."""
+    def checkpoint(self) -> float | None:
+        """Copy the write-ahead log into the database without blocking anyone (PASSIVE).
+
+        Under a steady stream of readers and writers a passive checkpoint never finds the
+        moment to start the log over, and the WAL file grows for as long as the load lasts.
+        Past WAL_RESTART_AT bytes this takes the checkpoint lock (retrying while another
+        process's automatic checkpoint holds it), waits up to RESTART_WAIT_MS for the writers
+        and the readers of old frames (writers retry meanwhile), and truncates the log. While
+        the log grows, it asks to be called again soon (every CHECKPOINT_BUSY_EVERY)."""
+        conn = self._conn()
+        size = _file_size(self.path + "-wal")
         try:
-            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            if size < WAL_RESTART_AT:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            else:
+                self._restart_log(conn)
         except sqlite3.OperationalError as exc:  # busy: the next call catches up
             if "locked" not in str(exc).lower() and "busy" not in str(exc).lower():
                 raise
+        now = time.monotonic()
+        if size >= WAL_RESTART_AT // 4:
+            self._log_busy_until = now + 1.0  # growing fast: keep watching for a while
+        return CHECKPOINT_BUSY_EVERY if now < self._log_busy_until else None
+
+    def _restart_log(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
+        try:
+            deadline = time.monotonic() + RESTART_WAIT_MS / 1000
+            while conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]:
+                if time.monotonic() > deadline:  # still busy: the next call tries again
+                    return
+                time.sleep(0.002)
+        finally:
+            conn.execute("PRAGMA busy_timeout = 0")
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
         with self._schema_lock:
@@ -527,6 +592,19 @@ class SqliteBackend(Backend):
             return int(row[0])
         return self._write(run)
 
+    def read_counters(self, keys: Sequence[str], now: float) -> dict[str, int]:
+        unique = list(dict.fromkeys(keys))
+
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            out: dict[str, int] = {}
+            for i in range(0, len(unique), 500):  # well under SQLite's limit on parameters
+                chunk = unique[i:i + 500]
+                out.update(conn.execute(
+                    "SELECT key, value FROM conveyor_counters WHERE expires_at > ? AND key IN "
+                    f"({','.join('?' * len(chunk))})", [now, *chunk]).fetchall())
+            return out
+        return self._read(run)
+
     # --- administration -------------------------------------------------------------------
     def queue_stats(self, now: float) -> dict[str, QueueStats]:
         rows = self._read(lambda c: c.execute(
@@ -550,6 +628,48 @@ class SqliteBackend(Backend):
         row = self._read(lambda c: c.execute(
             "SELECT count(*) FROM conveyor_messages WHERE dead = 1").fetchone())
         return int(row[0])
+
+    def list_messages(self, kind: str, queue: str | None, now: float, limit: int = 100,
+                      offset: int = 0) -> list[MessageRecord]:
+        where, order = _KIND_SQL[check_kind(kind)]
+        rows = self._read(lambda c: c.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM conveyor_messages WHERE dead = 0 AND {where} "
+            "AND (? IS NULL OR queue = ?) "
+            f"ORDER BY {order} LIMIT ? OFFSET ?",
+            (now, queue, queue, max(0, limit), max(0, offset))).fetchall())
+        return [_message_record(r, now) for r in rows]
+
+    def list_results(self, state: str | None, now: float, limit: int = 100,
+                     offset: int = 0) -> list[ResultRecord]:
+        states = result_states(state)
+        rows = self._read(lambda c: c.execute(
+            "SELECT id, state, data, updated_at, expires_at FROM conveyor_results r "
+            f"WHERE expires_at > ? AND state IN ({','.join('?' * len(states))}) "
+            "AND NOT EXISTS (SELECT 1 FROM conveyor_messages m WHERE m.id = r.id) "
+            "ORDER BY expires_at DESC, id DESC LIMIT ? OFFSET ?",
+            (now, *states, max(0, limit), max(0, offset))).fetchall())
+        return [ResultRecord(r[0], r[1], None if r[2] is None else bytes(r[2]), r[3], r[4])
+                for r in rows]
+
+    def task_record(self, id: str, now: float) -> TaskRecord | None:
+        def run(conn: sqlite3.Connection) -> TaskRecord | None:
+            row = conn.execute(f"SELECT {_RECORD_COLUMNS}, dead, reason, died_at FROM "
+                               "conveyor_messages WHERE id = ?", (id,)).fetchone()
+            res = conn.execute("SELECT id, state, data, updated_at, expires_at FROM "
+                               "conveyor_results WHERE id = ? AND expires_at > ?",
+                               (id, now)).fetchone()
+            msg = None if row is None else _message_record(row, now)
+            dead = None
+            if row is not None and row[10]:
+                dead = DeadLetter(id, row[1], bytes(row[2]), row[11] or "", row[12], row[5])
+            result = None
+            if res is not None and (row is None or dead is not None):
+                result = ResultRecord(id, res[1], None if res[2] is None else bytes(res[2]),
+                                      res[3], res[4])
+            if msg is None and result is None:
+                return None
+            return TaskRecord(id, msg, dead, result)
+        return self._read(run)
 
     def retry_dead(self, ids: Sequence[str] | None, now: float) -> list[str]:
         def run(conn: sqlite3.Connection) -> list[str]:

@@ -1,4 +1,4 @@
-"""`conveyor dashboard`: serve the HTTP API, /metrics and the overview page with uvicorn."""
+"""`conveyor dashboard`: serve the HTTP API, /metrics and the browser dashboard with uvicorn."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ TOKEN_ENV = "CONVEYOR_DASHBOARD_TOKEN"
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def dashboard(app_path: str, host: str, port: int, token: str | None, log_level: str) -> None:
-    """Serve the HTTP API (/api), Prometheus metrics and an overview page.
+    """Serve the browser dashboard, the HTTP API (/api) and Prometheus metrics.
 
     Listens on 127.0.0.1 unless --host says otherwise; on any other address it refuses to
     start without a token.

@@ -1,6 +1,6 @@
-"""The web side of conveyor: an HTTP API under /api, Prometheus metrics at /metrics and an
-overview page at /, as one ASGI app (`create_app`). Needs the `dashboard` extra
-(`pip install conveyor[dashboard]`: Starlette and uvicorn). Run it with
+"""The web side of conveyor: an HTTP API under /api, Prometheus metrics at /metrics and the
+browser dashboard's pages (`ui.py`, `pages/`), as one ASGI app (`create_app`). Needs the
+`dashboard` extra (`pip install conveyor[dashboard]`: Starlette and uvicorn). Run it with
 `conveyor dashboard APP`; see docs/protocol.md for the API."""
 
 from __future__ import annotations

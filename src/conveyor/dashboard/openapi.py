@@ -41,6 +41,32 @@ SCHEMA: dict[str, Any] = {
             "requestBody": _body("EnqueueRequest"),
             "responses": {"201": _ok("Enqueued", "Enqueued"), "400": _ERROR, "415": _ERROR,
                           "503": _ERROR, **_AUTH},
+        }, "get": {
+            "operationId": "listTasks",
+            "summary": "Tasks by state, queue and name, a page at a time",
+            "description": "With no state: running, ready, scheduled, dead, then finished "
+                           "tasks. Orders: ready in claim order, scheduled by due time, "
+                           "running by lease end, dead oldest first, finished newest first. "
+                           "A finished task has only its stored result: it records no queue "
+                           "(so `queue` cannot filter success or revoked, and with failure "
+                           "lists dead letters only) and, for a success, no task name (task "
+                           "\"?\"). Filtering by name decodes at most 2,000 tasks per "
+                           "request.",
+            "parameters": [
+                {"name": "state", "in": "query", "required": False,
+                 "schema": {"type": "string", "enum": [
+                     "ready", "scheduled", "running", "success", "failure", "revoked",
+                     "dead", "pending", "started", "progress"]},
+                 "description": "Any case; pending = ready, started/progress = running"},
+                {"name": "queue", "in": "query", "required": False,
+                 "schema": {"type": "string"}},
+                {"name": "name", "in": "query", "required": False,
+                 "schema": {"type": "string"}, "description": "A task name, exactly"},
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
+                {"name": "offset", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 0, "default": 0}}],
+            "responses": {"200": _ok("TaskList"), "400": _ERROR, "503": _ERROR, **_AUTH},
         }},
         "/api/tasks/{id}": {"get": {
             "operationId": "getTask",
@@ -51,6 +77,13 @@ SCHEMA: dict[str, Any] = {
                 "description": "Wait up to this many seconds for the task to finish "
                                "(long-polling); the answer then has the state at that time"}],
             "responses": {"200": _ok("TaskOutcome"), "400": _ERROR, "503": _ERROR, **_AUTH},
+        }},
+        "/api/tasks/{id}/detail": {"get": {
+            "operationId": "getTaskDetail",
+            "summary": "Everything stored about a task: arguments, attempts, times, result "
+                       "or error, progress, dead-letter reason and a timeline",
+            "parameters": [_ID],
+            "responses": {"200": _ok("TaskDetail"), "404": _ERROR, "503": _ERROR, **_AUTH},
         }},
         "/api/tasks/{id}/revoke": {"post": {
             "operationId": "revokeTask",
@@ -141,6 +174,61 @@ SCHEMA: dict[str, Any] = {
                                              "traceback": {"type": ["string", "null"]}}},
                     "progress": {"type": "object",
                                  "description": "The latest progress report while it runs"},
+                },
+            },
+            "TaskList": {
+                "type": "object", "required": ["tasks", "limit", "offset"],
+                "properties": {
+                    "state": {"type": ["string", "null"]},
+                    "queue": {"type": ["string", "null"]},
+                    "name": {"type": ["string", "null"]},
+                    "limit": {"type": "integer"}, "offset": {"type": "integer"},
+                    "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/TaskRow"}},
+                },
+            },
+            "TaskRow": {
+                "type": "object", "required": ["id", "task", "state"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "task": {"type": "string",
+                             "description": "\"?\" when unknown (see decode_error)"},
+                    "state": {"type": "string"},
+                    "queue": {"type": ["string", "null"]},
+                    "attempts": {"type": ["integer", "null"]},
+                    "priority": {"type": ["integer", "null"]},
+                    "args": {"type": "array"}, "kwargs": {"type": "object"},
+                    "enqueued_at": {"type": ["number", "null"]},
+                    "ready_at": {"type": ["number", "null"]},
+                    "finished_at": {"type": ["number", "null"]},
+                    "worker": {"type": ["string", "null"]},
+                    "dead_reason": {"type": ["string", "null"]},
+                    "decode_error": {"type": ["string", "null"]},
+                },
+            },
+            "TaskDetail": {
+                "type": "object", "required": ["id", "task", "state", "timeline"],
+                "properties": {
+                    "id": {"type": "string"}, "task": {"type": "string"},
+                    "state": {"type": "string"}, "queue": {"type": ["string", "null"]},
+                    "priority": {"type": ["integer", "null"]},
+                    "attempts": {"type": ["integer", "null"]},
+                    "args": {"type": "array"}, "kwargs": {"type": "object"},
+                    **{k: {"type": ["number", "null"]} for k in (
+                        "enqueued_at", "ready_at", "started_at", "finished_at",
+                        "lease_until", "expires_at", "result_expires_at")},
+                    "worker": {"type": ["string", "null"]},
+                    "result": {"description": "The value returned (state SUCCESS)"},
+                    "error": {"type": "object", "required": ["type", "message"],
+                              "properties": {"type": {"type": "string"},
+                                             "message": {"type": "string"},
+                                             "traceback": {"type": ["string", "null"]}}},
+                    "progress": {"type": ["object", "null"]},
+                    "dead_reason": {"type": ["string", "null"]},
+                    "decode_error": {"type": ["string", "null"]},
+                    "timeline": {"type": "array", "items": {
+                        "type": "object", "required": ["time", "event"],
+                        "properties": {"time": {"type": "number"},
+                                       "event": {"type": "string"}}}},
                 },
             },
             "RevokeRequest": {"type": "object", "additionalProperties": False,

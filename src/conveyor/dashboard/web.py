@@ -20,14 +20,23 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import BackendUnavailable, ConfigError, SerializationError
 from ..errors import TimeoutError as WaitTimeout
-from ..inspect import DeadTask, Inspector, Outcome, QueueInfo, WorkerStatus
-from . import metrics, openapi, page
+from ..inspect import (
+    DeadTask,
+    Inspector,
+    Outcome,
+    QueueInfo,
+    TaskDetail,
+    TaskRow,
+    WorkerStatus,
+)
+from ..inspect_tasks import MAX_LIMIT as MAX_TASK_PAGE
+from . import metrics, openapi, ui
 from .hosts import host_name, is_local
 
 if TYPE_CHECKING:
@@ -79,14 +88,17 @@ def _error(status: int, message: str) -> JSON:
 
 class TokenAuth:
     """With a token, every request needs `Authorization: Bearer <token>` (compared in
-    constant time). Without one, only requests addressed to this machine by name (Host
-    `127.0.0.1`, `localhost`, `[::1]`) are served: a web page cannot then reach the API by
-    pointing a name of its own at 127.0.0.1 (DNS rebinding). Plain ASGI middleware, so
-    long-polls are not buffered."""
+    constant time) or the session cookie the login form sets; a browser opening a page
+    without either is sent to the login form. Without one, only requests addressed to this
+    machine by name (Host `127.0.0.1`, `localhost`, `[::1]`) are served: a web page cannot
+    then reach the API by pointing a name of its own at 127.0.0.1 (DNS rebinding). Plain
+    ASGI middleware, so long-polls are not buffered."""
 
     def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app
         self.expected = None if token is None else f"Bearer {token}".encode()
+        # a browser's login (ui.py): a session cookie derived from the token
+        self.session = None if token is None else ui.session_value(token).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,12 +115,28 @@ class TokenAuth:
             return
         given = headers.get(b"authorization", b"")
         if not hmac.compare_digest(given, self.expected):
+            session = (ui.cookie(headers, ui.SESSION_COOKIE) or "").encode()
+            path = _local_path(scope)
+            if (self.session is not None and hmac.compare_digest(session, self.session)
+                    or ui.is_public(path)):
+                await self.app(scope, receive, send)
+                return
+            if ui.wants_page(scope["method"], path, headers):
+                await ui.login_redirect(str(scope.get("root_path", "")).rstrip("/"), path,
+                                        scope.get("query_string", b""))(scope, receive, send)
+                return
             response = _error(401, "missing or wrong token: send 'Authorization: Bearer "
                                    "<token>'")
             response.headers["WWW-Authenticate"] = 'Bearer realm="conveyor"'
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def _local_path(scope: Scope) -> str:
+    """The request's path below where the app is mounted."""
+    path, root = str(scope.get("path", "")), str(scope.get("root_path", "")).rstrip("/")
+    return path[len(root):] or "/" if root and path.startswith(root) else path
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -121,11 +149,13 @@ def create_app(conveyor_app: Conveyor, token: str | None = None) -> Starlette:
         raise ConfigError("the dashboard token must not be empty")
     api = _Api(conveyor_app)
     routes = [
-        Route("/", _handle(api.overview), methods=["GET"]),
+        *ui.Ui(conveyor_app, api.inspector, token).routes(),  # the pages, login and /static
         Route("/metrics", _handle(api.metrics), methods=["GET"]),
         Route("/api/openapi.json", _handle(api.schema), methods=["GET"]),
         Route("/api/tasks", _handle(api.enqueue), methods=["POST"]),
+        Route("/api/tasks", _handle(api.list_tasks), methods=["GET"]),
         Route("/api/tasks/{id}", _handle(api.task), methods=["GET"]),
+        Route("/api/tasks/{id}/detail", _handle(api.task_detail), methods=["GET"]),
         Route("/api/tasks/{id}/revoke", _handle(api.revoke), methods=["POST"]),
         Route("/api/queues", _handle(api.queues), methods=["GET"]),
         Route("/api/workers", _handle(api.workers), methods=["GET"]),
@@ -210,17 +240,37 @@ class _Api:
             found = await run_in_threadpool(self.inspector.outcome, task_id)
         return JSON(_outcome(found))
 
+    async def list_tasks(self, request: Request) -> Response:
+        limit = _int_param(request, "limit", 50, 1, MAX_TASK_PAGE)
+        offset = _int_param(request, "offset", 0, 0, None)
+        state, queue, name = (request.query_params.get(k) or None
+                              for k in ("state", "queue", "name"))
+
+        def read() -> list[TaskRow]:
+            try:
+                return self.inspector.find_tasks(state, queue, name, limit, offset)
+            except ValueError as exc:  # its message names the parameter
+                raise ApiError(400, str(exc)) from None
+
+        found = await run_in_threadpool(read)
+        return JSON({"state": state, "queue": queue, "name": name, "limit": limit,
+                     "offset": offset, "tasks": [_task_row(t) for t in found]})
+
+    async def task_detail(self, request: Request) -> Response:
+        task_id = request.path_params["id"]
+        found = await run_in_threadpool(self.inspector.task_detail, task_id)
+        if found is None:
+            raise ApiError(404, f"nothing is stored about task {task_id!r} (unknown, or its "
+                                "result expired)")
+        return JSON(_task_detail(found))
+
     async def schema(self, request: Request) -> Response:
         return JSON(openapi.SCHEMA)
 
     async def metrics(self, request: Request) -> Response:
         st = await run_in_threadpool(self.inspector.status)
-        return Response(metrics.render(st), media_type=metrics.CONTENT_TYPE)
-
-    async def overview(self, request: Request) -> Response:
-        st = await run_in_threadpool(self.inspector.status)
-        dead = await run_in_threadpool(self.inspector.dead_letters, 50, 0)
-        return HTMLResponse(page.overview(self.app.safe_url, st, dead))
+        counters = await run_in_threadpool(self.inspector.counters)
+        return Response(metrics.render(st, counters), media_type=metrics.CONTENT_TYPE)
 
     # --- changing (POST with a JSON body only) ------------------------------------------
     async def enqueue(self, request: Request) -> Response:
@@ -403,6 +453,32 @@ def _dead(d: DeadTask) -> dict[str, Any]:
     return {"id": d.id, "queue": d.queue, "task": d.task, "args": d.args,
             "kwargs": d.kwargs, "reason": d.reason, "died_at": d.died_at,
             "attempts": d.attempts, "decode_error": d.decode_error}
+
+
+def _task_row(t: TaskRow) -> dict[str, Any]:
+    return {"id": t.id, "task": t.task, "state": t.state, "queue": t.queue,
+            "attempts": t.attempts, "priority": t.priority, "args": t.args,
+            "kwargs": t.kwargs, "enqueued_at": t.enqueued_at, "ready_at": t.ready_at,
+            "finished_at": t.finished_at, "worker": t.worker, "dead_reason": t.dead_reason,
+            "decode_error": t.decode_error}
+
+
+def _task_detail(d: TaskDetail) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": d.id, "task": d.task, "state": d.state, "queue": d.queue,
+        "priority": d.priority, "attempts": d.attempts, "args": d.args, "kwargs": d.kwargs,
+        "enqueued_at": d.enqueued_at, "ready_at": d.ready_at, "started_at": d.started_at,
+        "finished_at": d.finished_at, "lease_until": d.lease_until, "worker": d.worker,
+        "expires_at": d.expires_at, "result_expires_at": d.result_expires_at,
+        "progress": d.progress, "dead_reason": d.dead_reason,
+        "decode_error": d.decode_error,
+        "timeline": [{"time": e.time, "event": e.event} for e in d.timeline]}
+    if d.error is not None:
+        out["error"] = {"type": d.error.exc_type, "message": d.error.message,
+                        "traceback": d.error.traceback or None}
+    elif d.state == "SUCCESS":
+        out["result"] = d.value
+    return out
 
 
 def _outcome(o: Outcome) -> dict[str, Any]:

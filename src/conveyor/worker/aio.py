@@ -37,6 +37,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from .. import tracing
 from ..backends.base import Delivery, Release, Settlement
 from ..errors import TaskTimeout
 from ..middleware import Middleware
@@ -55,6 +56,7 @@ from .control import TERMINATED, RevocationWatch, revoked_outcome, skip_if_revok
 from .executor import LOOP_RUNNER, Executor, Finished, Prepared, timeout_failure
 from .limits import Gate
 from .outage import Outage
+from .stats import Stats
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -85,7 +87,7 @@ class Run:
 class AsyncHost:
     def __init__(self, app: Conveyor, *, concurrency: int, queues: list[str] | None,
                  worker_id: str, grace: float,
-                 heartbeat: Callable[[], None] | None = None) -> None:
+                 heartbeat: Callable[[], float | None] | None = None) -> None:
         self.app = app
         self.backend = app.backend
         self.concurrency = concurrency
@@ -105,6 +107,7 @@ class AsyncHost:
         self.idle_max = max(IDLE_MAX, app.backend.idle_wait_max)
         self.middleware = any(type(m).execute is not Middleware.execute for m in app.middleware)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.stats = Stats(app, app.backend)  # task counters, sent about once a second
 
     def run(self) -> int:
         timeouts.use_threads()  # soft limits of plain functions, in their threads
@@ -113,11 +116,13 @@ class AsyncHost:
         self.threads = DaemonThreads(self.concurrency, "conveyor-sync")
         keeper = LeaseKeeper(self.app, self.backend, self.held, self.keeper_stop)
         keeper.start()
+        self.stats.start()
         try:
             return asyncio.run(self.main())
         finally:
             self.keeper_stop.set()
             self.threads.shutdown(wait=False)
+            self.stats.close()
 
     # --- the loop -----------------------------------------------------------------------
     async def main(self) -> int:
@@ -239,11 +244,12 @@ class AsyncHost:
         if self.heartbeat is None:
             return
         while True:
+            soon = None
             try:
-                await asyncio.to_thread(self.heartbeat)
+                soon = await asyncio.to_thread(self.heartbeat)
             except Exception as exc:
                 log.warning("worker heartbeat failed: %s", exc)
-            await asyncio.sleep(HEARTBEAT_EVERY)
+            await asyncio.sleep(min(HEARTBEAT_EVERY, soon or HEARTBEAT_EVERY))
 
     # --- one delivery --------------------------------------------------------------------
     def start(self, d: Delivery) -> None:
@@ -346,6 +352,18 @@ class AsyncHost:
 
     async def native(self, run: Run) -> Finished:
         """An async task, no middleware: the coroutine runs in this asyncio task."""
+        span = tracing.start_run(run.p.envelope, run.p.attempt)  # with OpenTelemetry only
+        if span is None:
+            return await self._native(run)
+        try:
+            fin = await self._native(run)
+        except BaseException as exc:  # cancelled (a time limit, revoked, stopped at once)
+            span.end(None, exc)
+            raise
+        span.end(fin)
+        return fin
+
+    async def _native(self, run: Run) -> Finished:
         p = run.p
         task, env = p.task, p.envelope
         try:
@@ -426,6 +444,7 @@ class AsyncHost:
 
     # --- settling ------------------------------------------------------------------------
     def settled(self, outcomes: Sequence[Outcome], results: Sequence[bool]) -> None:
+        self.stats.settled(outcomes, results)
         for outcome, ok in zip(outcomes, results, strict=False):
             self.held.discard(outcome.fin.settlement.id)
             if not ok:

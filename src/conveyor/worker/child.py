@@ -12,11 +12,13 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
+from .. import tracing
 from ..backends.base import Delivery
 from . import timeouts
 from .consumer import Held, LeaseKeeper, Slot
 from .current import CurrentTask
 from .executor import Prepared
+from .stats import Stats
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -79,7 +81,9 @@ def child_main(app: Conveyor, conn: Connection, current: Any, worker_id: str,
     keeper = LeaseKeeper(app, backend, held, stop)
     keeper.start()
     timeouts.use_signals()  # soft time limits: SIGALRM in this main thread (timeouts.py)
-    slot = Slot(app, backend, queues, worker_id, held, stop, reporter, max_tasks)
+    stats = Stats(app, backend)  # task counters, sent about once a second
+    stats.start()
+    slot = Slot(app, backend, queues, worker_id, held, stop, reporter, max_tasks, stats)
     code = 0
     try:
         slot.run()
@@ -87,6 +91,8 @@ def child_main(app: Conveyor, conn: Connection, current: Any, worker_id: str,
         log.exception("worker child crashed")
         code = 1
     stop.set()
+    stats.close()
+    tracing.flush()  # spans the OpenTelemetry SDK buffers, when it is used
     if code == 0:  # a crash says no bye: the supervisor then settles what this child held
         reporter.send(("bye", slot.done))
     try:

@@ -23,6 +23,7 @@ from .outage import Outage
 
 if TYPE_CHECKING:
     from ..app import Conveyor
+    from .stats import Stats
 
 log = logging.getLogger("conveyor.worker")
 
@@ -133,10 +134,12 @@ class Slot:
 
     def __init__(self, app: Conveyor, backend: Backend, queues: Sequence[str] | None,
                  worker_id: str, held: Held, stop: threading.Event,
-                 reporter: Reporter | None = None, max_tasks: int | None = None) -> None:
+                 reporter: Reporter | None = None, max_tasks: int | None = None,
+                 stats: Stats | None = None) -> None:
         self.app, self.backend, self.queues = app, backend, queues
         self.worker_id, self.held, self.stop = worker_id, held, stop
         self.reporter = reporter or NullReporter()
+        self.stats = stats  # task counters (stats.py), counted as settles return
         self.max_tasks = max_tasks
         self.executor = Executor(app)
         self.gate = Gate(app, backend)  # rate and concurrency limits (limits.py)
@@ -266,6 +269,8 @@ class Slot:
 
     def settled(self, results: Sequence[bool]) -> None:
         """The pending outcomes reached the backend: say which ones were refused (lease lost)."""
+        if self.stats is not None:
+            self.stats.settled(self.pending, results)
         for outcome, ok in zip(self.pending, results, strict=False):
             self.held.discard(outcome.fin.settlement.id)
             if not ok:

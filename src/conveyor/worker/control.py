@@ -39,7 +39,7 @@ def revoked_outcome(app: Conveyor, d: Delivery, task: Task[Any, Any] | None,
     ttl = None if task is None else task.options.result_ttl
     data = app.encode_failure("TaskRevoked", message, "", "" if task is None else task.name)
     return Finished(Ack(d.id, d.token, data, REVOKED, app.result_ttl if ttl is None else ttl),
-                    "revoked", message)
+                    "revoked", message, "" if task is None else task.name)
 
 
 def skip_if_revoked(app: Conveyor, backend: Backend, d: Delivery,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .. import tracing
 from ..backends.base import (
     FAILURE,
     REVOKED,
@@ -58,6 +59,7 @@ class Finished:
     settlement: Settlement
     outcome: str  # "succeeded", "retry", "failed", "rejected", "dead", "expired"
     detail: str = ""
+    task: str = ""  # the task's name, when known before it ran (for the counters)
 
 
 class Executor:
@@ -92,7 +94,8 @@ class Executor:
         # did start runs on.
         if env.expires_at is not None and d.delivery_count <= 1 and env.expires_at <= now:
             data = app.encode_failure("TaskExpired", "expired before it started", "", task.name)
-            return Finished(Ack(d.id, d.token, data, REVOKED, self._ttl(task)), "expired")
+            return Finished(Ack(d.id, d.token, data, REVOKED, self._ttl(task)), "expired",
+                            task=task.name)
         retries = task.options.retry.retries if env.retries is None else env.retries
         if d.delivery_count > retries + 1 + LOST_DELIVERY_GRACE:
             return self._dead(d, f"worker lost: delivered {d.delivery_count} times without an "
@@ -110,7 +113,8 @@ class Executor:
     def _dead(self, d: Delivery, reason: str, exc_type: str, message: str,
               task: str = "") -> Finished:
         data = self.app.encode_failure(exc_type, message, "", task)
-        return Finished(Bury(d.id, d.token, reason, data, self.app.result_ttl), "dead", reason)
+        return Finished(Bury(d.id, d.token, reason, data, self.app.result_ttl), "dead", reason,
+                        task)
 
     def _ttl(self, task: Task[Any, Any]) -> float:
         ttl = task.options.result_ttl
@@ -118,6 +122,18 @@ class Executor:
 
     # --- running --------------------------------------------------------------------------
     def run(self, p: Prepared) -> Finished:
+        span = tracing.start_run(p.envelope, p.attempt)  # None unless OpenTelemetry is used
+        if span is None:
+            return self._run_step(p)
+        try:
+            fin = self._run_step(p)
+        except BaseException as exc:
+            span.end(None, exc)
+            raise
+        span.end(fin)
+        return fin
+
+    def _run_step(self, p: Prepared) -> Finished:
         fin = self._run(p)
         if p.envelope.flow is not None:  # enqueue what comes next in its workflow
             from .flow import finish_step

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from .. import tracing
 from ..backends.base import (
     FAILURE,
     SUCCESS,
@@ -298,7 +299,7 @@ def step_message(app: Conveyor, node: Node, prepend: list[Any],
         expires_at = now + float(node["expires"])
     env = Envelope(node["id"], node["task"], args, dict(node.get("kwargs") or {}),
                    node["queue"], int(node.get("priority", 0)), now, expires_at,
-                   node.get("retries"), flow)
+                   node.get("retries"), flow, tracing.current_context())  # the step's run span
     ready_at = float(node["eta"]) if "eta" in node else now + float(node.get("countdown", 0.0))
     return Message(env.id, env.queue, app.codec.encode(env.to_dict()), env.priority, ready_at,
                    DEDUP_PREFIX + env.id, app.result_ttl)

@@ -20,6 +20,7 @@ from . import timeouts
 from .consumer import HEARTBEAT_EVERY, Held, LeaseKeeper, Slot
 from .control import RevocationWatch
 from .executor import Prepared, timeout_failure
+from .stats import Stats
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -30,7 +31,7 @@ log = logging.getLogger("conveyor.worker")
 class ThreadHost:
     def __init__(self, app: Conveyor, *, concurrency: int, queues: list[str] | None,
                  worker_id: str, grace: float,
-                 heartbeat: Callable[[], None] | None = None) -> None:
+                 heartbeat: Callable[[], float | None] | None = None) -> None:
         self.app = app
         self.concurrency = concurrency
         self.queues = queues
@@ -43,6 +44,7 @@ class ThreadHost:
         self._running: dict[str, tuple[Prepared, float | None]] = {}
         self.signals = 0
         self.revocations = RevocationWatch(app.backend)  # revoke(terminate=True): control.py
+        self.stats = Stats(app, app.backend)  # task counters, sent about once a second
 
     # Reporter protocol: what the slots tell us.
     def claimed(self, batch: Sequence[Delivery]) -> None:
@@ -69,9 +71,10 @@ class ThreadHost:
             old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         keeper = LeaseKeeper(self.app, self.app.backend, self.held, self.stop)
         keeper.start()
+        self.stats.start()
         threads = [threading.Thread(target=Slot(self.app, self.app.backend, self.queues,
                                                 self.worker_id, self.held, self.stop,
-                                                self).run,
+                                                self, stats=self.stats).run,
                                     name=f"conveyor-slot-{i}", daemon=True)
                    for i in range(self.concurrency)]
         for t in threads:
@@ -80,11 +83,12 @@ class ThreadHost:
             next_beat = 0.0
             while not self.signals and not self.stop.is_set():
                 if self.heartbeat is not None and time.monotonic() >= next_beat:
+                    soon = None
                     try:
-                        self.heartbeat()
+                        soon = self.heartbeat()
                     except Exception as exc:
                         log.warning("worker heartbeat failed: %s", exc)
-                    next_beat = time.monotonic() + HEARTBEAT_EVERY
+                    next_beat = time.monotonic() + min(HEARTBEAT_EVERY, soon or HEARTBEAT_EVERY)
                 self.check_deadlines()
                 self.check_revoked()
                 time.sleep(0.05)
@@ -100,6 +104,7 @@ class ThreadHost:
                 self.check_revoked()
                 for t in threads:
                     t.join(timeout=0.1)
+            self.stats.close()
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -117,7 +122,11 @@ class ThreadHost:
             fin = timeout_failure(self.app, p.delivery, p.task, p.attempt, p.retries,
                                   p.task.options.timeout)
             try:
-                if self.app.backend.settle([fin.settlement], now)[0]:
+                ok = self.app.backend.settle([fin.settlement], now)[0]
+                self.stats.record(fin, p.task.name, ok)
+                if ok:  # the thread's own settle, when the task returns, will be refused
+                    self.stats.superseded(p.delivery.id)
+                if ok:
                     log.error("%s[%s] passed its time limit: %s (the thread runs on until the "
                               "task returns; its result will be discarded)", p.task.name,
                               p.delivery.id, fin.detail or fin.outcome)

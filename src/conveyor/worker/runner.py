@@ -90,7 +90,7 @@ def run_worker(app: Conveyor, *, concurrency: int | None = None, pool: str = "pr
     outage = Outage("worker heartbeat (registry, housekeeping)", log)
     periodic = Scheduler(app) if scheduler and app.periodic_tasks else None
 
-    def upkeep() -> None:
+    def upkeep() -> float | None:
         now = app.clock.now()
         if now >= due["register"]:
             app.backend.put_worker(WorkerInfo(worker_id, info), now, 30.0)
@@ -98,20 +98,22 @@ def run_worker(app: Conveyor, *, concurrency: int | None = None, pool: str = "pr
         if now >= due["housekeeping"]:
             app.backend.housekeeping(now)
             due["housekeeping"] = now + HOUSEKEEPING_EVERY
-        app.backend.checkpoint()
+        return app.backend.checkpoint()
 
-    def heartbeat() -> None:
+    def heartbeat() -> float | None:
         """Called about twice a second by the pool: backend upkeep (a SQLite checkpoint), and
         every few seconds say we are alive, every minute drop expired rows. A backend outage
-        is logged once, not twice a second."""
+        is logged once, not twice a second. Returns how soon the backend wants the next call
+        when that is sooner (a SQLite log growing under load)."""
         if periodic is not None:
             periodic.beat()  # cheap unless a tick is due; handles its own outages
         try:
-            upkeep()
+            soon = upkeep()
         except Exception as exc:
             outage.failed(exc)
-        else:
-            outage.ok()
+            return None
+        outage.ok()
+        return soon
 
     banner(app, pool, n, names, worker_id, max_tasks_per_child, scheduler)
     wait_for_backend(app, upkeep)
@@ -140,7 +142,7 @@ def run_worker(app: Conveyor, *, concurrency: int | None = None, pool: str = "pr
     return code
 
 
-def wait_for_backend(app: Conveyor, first_call: Callable[[], None]) -> None:
+def wait_for_backend(app: Conveyor, first_call: Callable[[], object]) -> None:
     """Make the first backend call, and while the server cannot be reached (a worker started
     before its Redis or PostgreSQL, as in docker compose) keep trying with backoff instead of
     exiting. Any other error (a bad path, bad credentials) ends the worker at once."""

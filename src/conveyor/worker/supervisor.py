@@ -27,6 +27,7 @@ from .current import SIZE as CURRENT_SIZE
 from .current import CurrentTask
 from .executor import Finished, lost_failure, timeout_failure
 from .limits import free_slots
+from .stats import Stats
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -64,7 +65,7 @@ class Child:
 class Supervisor:
     def __init__(self, app: Conveyor, *, concurrency: int, queues: list[str] | None,
                  worker_id: str, max_tasks_per_child: int | None, grace: float,
-                 heartbeat: Callable[[], None] | None = None) -> None:
+                 heartbeat: Callable[[], float | None] | None = None) -> None:
         self.app = app
         self.concurrency = concurrency
         self.queues = queues
@@ -72,6 +73,7 @@ class Supervisor:
         self.max_tasks = max_tasks_per_child
         self.grace = grace
         self.heartbeat = heartbeat
+        self.next_beat = 0.0  # monotonic time of the next heartbeat (the loop sets it)
         self.children: dict[int, Child] = {}
         self.respawn_at: dict[int, float] = {}  # index -> when to start its replacement
         self.crash_delay: dict[int, float] = {}  # index -> backoff after quick deaths
@@ -81,6 +83,9 @@ class Supervisor:
         self.mp: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self._wake_r, self._wake_w = socket.socketpair()
         self.revocations = RevocationWatch(app.backend)  # revoke(terminate=True): control.py
+        # Counts of what this process settles for its children, sent from the loop: no thread
+        # of ours may hold a lock while a child is forked.
+        self.stats = Stats(app, app.backend)
 
     # --- lifecycle ------------------------------------------------------------------------
     def run(self) -> int:
@@ -92,6 +97,7 @@ class Supervisor:
             for i in range(self.concurrency):
                 self.spawn(i)
             self.loop()
+            self.stats.flush()
         finally:
             signal.set_wakeup_fd(old_fd)
             for s, h in old.items():
@@ -121,9 +127,12 @@ class Supervisor:
                 if now >= when and self.stopping_since is None:
                     del self.respawn_at[index]
                     self.spawn(index)
-            if self.heartbeat is not None and now >= next_beat:
-                self._safe(self.heartbeat)
-                next_beat = now + HEARTBEAT_EVERY
+            if now >= next_beat:
+                soon = self._safe(self.heartbeat) if self.heartbeat is not None else None
+                self.stats.flush()  # a no-op unless a child's task was settled here
+                next_beat = now + (HEARTBEAT_EVERY if soon is None
+                                   else min(HEARTBEAT_EVERY, soon))
+                self.next_beat = next_beat
             if self.signals != handled_signals:
                 handled_signals = self.signals
                 self.on_stop_signal(handled_signals)
@@ -151,7 +160,7 @@ class Supervisor:
                     self.reap(c)
 
     def _next_timeout(self) -> float:
-        timeout = HEARTBEAT_EVERY
+        timeout = max(0.0, min(HEARTBEAT_EVERY, self.next_beat - time.monotonic()))
         if self.respawn_at:
             timeout = min(timeout, max(0.0, min(self.respawn_at.values()) - time.monotonic()))
         wall = self.app.clock.now()
@@ -245,6 +254,7 @@ class Supervisor:
             log.error("could not settle %s[%s]: %s (it runs again after its lease)", task,
                       s.id, exc)
             return
+        self.stats.record(fin, task, ok)
         if ok:
             log.error("%s[%s] %s: %s", task, s.id, fin.outcome, fin.detail or
                       getattr(s, "reason", ""))
@@ -341,11 +351,12 @@ class Supervisor:
     def _settle_quietly(self, releases: list[Release], now: float) -> None:
         self._safe(lambda: self.app.backend.settle(releases, now))
 
-    def _safe(self, fn: Callable[[], Any]) -> None:
+    def _safe(self, fn: Callable[[], Any]) -> Any:
         try:
-            fn()
+            return fn()
         except Exception as exc:
             log.warning("backend call failed: %s", exc)
+            return None
 
 
 def _delivery(r: Running) -> Delivery:

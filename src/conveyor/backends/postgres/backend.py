@@ -36,17 +36,25 @@ from ...errors import BackendUnavailable, ConfigError
 from ..base import (
     FAILURE,
     PROGRESS,
+    READY,
+    RUNNING,
+    SCHEDULED_KIND,
     TERMINAL_STATES,
     Backend,
     DeadLetter,
     Delivery,
     Message,
+    MessageRecord,
     QueueStats,
+    ResultRecord,
     Settlement,
     StoredResult,
+    TaskRecord,
     WorkerInfo,
+    check_kind,
     derived_state,
     redact,
+    result_states,
 )
 from . import control, queries
 from . import schema as schema_mod
@@ -164,7 +172,8 @@ class PostgresBackend(Backend):
                 self._schema_ready = False
         raise AssertionError("unreachable")
 
-    def _rows(self, sql: str, params: Sequence[Any] = (), *, binary: bool = False,
+    def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = (), *,
+              binary: bool = False,
               ) -> list[tuple[Any, ...]]:
         def run(conn: Any) -> list[tuple[Any, ...]]:
             with conn.cursor(binary=binary) as cur:
@@ -473,6 +482,13 @@ class PostgresBackend(Backend):
             "ELSE c.expires_at END RETURNING value", (key, by, now + ttl, now, by, now))
         return int(rows[0][0])
 
+    def read_counters(self, keys: Sequence[str], now: float) -> dict[str, int]:
+        if not keys:
+            return {}
+        rows = self._rows(f"SELECT key, value FROM {self._t('counters')} "
+                          "WHERE key = ANY(%s) AND expires_at > %s", (list(keys), now))
+        return {k: int(v) for k, v in rows}
+
     # --- administration -------------------------------------------------------------------
     def queue_stats(self, now: float) -> dict[str, QueueStats]:
         rows = self._rows(
@@ -495,6 +511,46 @@ class PostgresBackend(Backend):
     def count_dead(self) -> int:
         return int(self._rows(f"SELECT count(*) FROM {self._t('messages')} WHERE state = 3")
                    [0][0])
+
+    def list_messages(self, kind: str, queue: str | None, now: float, limit: int = 100,
+                      offset: int = 0) -> list[MessageRecord]:
+        """See Backend. Ready ones across every queue are sorted (the claim index is per
+        queue); with a queue, and for the other kinds, an index is walked in order."""
+        sql = {READY: queries.LIST_READY, SCHEDULED_KIND: queries.LIST_SCHEDULED,
+               RUNNING: queries.LIST_RUNNING}[check_kind(kind)]
+        limit, offset = max(0, limit), max(0, offset)
+        rows = self._rows(
+            sql.format(s=self.settings.quoted_schema, cols=queries.MESSAGE_COLUMNS,
+                       queue="" if queue is None else "AND queue = %(queue)s"),
+            {"now": now, "queue": queue, "limit": limit, "offset": offset,
+             "n": limit + offset}, binary=True)
+        return [_message_record(r, now) for r in rows]
+
+    def list_results(self, state: str | None, now: float, limit: int = 100,
+                     offset: int = 0) -> list[ResultRecord]:
+        rows = self._rows(
+            queries.LIST_RESULTS.format(s=self.settings.quoted_schema),
+            {"now": now, "states": list(result_states(state)), "limit": max(0, limit),
+             "offset": max(0, offset)}, binary=True)
+        return [ResultRecord(r[0], r[1], None if r[2] is None else bytes(r[2]), r[3], r[4])
+                for r in rows]
+
+    def task_record(self, id: str, now: float) -> TaskRecord | None:
+        cols = ", ".join("m." + c.strip() for c in queries.MESSAGE_COLUMNS.split(","))
+        rows = self._rows(queries.TASK_RECORD.format(s=self.settings.quoted_schema, cols=cols),
+                          {"id": id, "now": now}, binary=True)
+        row = rows[0]
+        msg = dead = result = None
+        if row[0] is not None:
+            msg = _message_record(row, now)
+            if row[10] == DEAD:
+                dead = DeadLetter(id, row[1], bytes(row[2]), row[11] or "", row[12], row[5])
+        if row[13] is not None and (msg is None or dead is not None):
+            result = ResultRecord(id, row[13], None if row[14] is None else bytes(row[14]),
+                                  row[15], row[16])
+        if msg is None and result is None:
+            return None
+        return TaskRecord(id, msg, dead, result)
 
     def retry_dead(self, ids: Sequence[str] | None, now: float) -> list[str]:
         messages = self._t("messages")
@@ -584,3 +640,10 @@ def _finished(ids: Sequence[str], found: dict[str, StoredResult]) -> bool:
 
 def _is_async(connection: Any) -> bool:
     return psycopg is not None and isinstance(connection, psycopg.AsyncConnection)
+
+
+def _message_record(row: Sequence[Any], now: float) -> MessageRecord:
+    """A row of queries.MESSAGE_COLUMNS as a record; a lease counts only while it is live."""
+    live = row[7] is not None and row[8] is not None and row[8] > now
+    return MessageRecord(row[0], row[1], bytes(row[2]), row[3], row[4], row[5], row[6],
+                         row[8] if live else None, row[9] if live else None)

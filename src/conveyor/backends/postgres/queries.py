@@ -86,6 +86,46 @@ WITH gone AS (
 """
 
 
+# Read-only listings for the Inspector (Backend.list_messages, list_results, task_record).
+# `{queue}` is "" or "AND queue = %(queue)s". Each part walks the partial index of its state:
+# a ready message is a row in state 0, or a due scheduled one or an expired lease that no
+# claim has moved yet (states 2 and 1).
+MESSAGE_COLUMNS = ("id, queue, body, priority, ready_at, delivery_count, enqueued_at, token, "
+                   "lease_until, worker")
+LIST_READY = """
+SELECT * FROM (
+    (SELECT {cols}, seq FROM {s}.conveyor_messages WHERE state = 0 {queue}
+     ORDER BY priority DESC, seq LIMIT %(n)s)
+    UNION ALL
+    (SELECT {cols}, seq FROM {s}.conveyor_messages
+     WHERE state = 2 AND ready_at <= %(now)s {queue})
+    UNION ALL
+    (SELECT {cols}, seq FROM {s}.conveyor_messages
+     WHERE state = 1 AND lease_until <= %(now)s {queue})) ready
+ORDER BY priority DESC, seq LIMIT %(limit)s OFFSET %(offset)s
+"""
+LIST_SCHEDULED = """
+SELECT {cols} FROM {s}.conveyor_messages WHERE state = 2 AND ready_at > %(now)s {queue}
+ORDER BY ready_at, seq LIMIT %(limit)s OFFSET %(offset)s
+"""
+LIST_RUNNING = """
+SELECT {cols} FROM {s}.conveyor_messages WHERE state = 1 AND lease_until > %(now)s {queue}
+ORDER BY lease_until, seq LIMIT %(limit)s OFFSET %(offset)s
+"""
+LIST_RESULTS = """
+SELECT r.id, r.state, r.data, r.updated_at, r.expires_at FROM {s}.conveyor_results r
+WHERE r.expires_at > %(now)s AND r.state = ANY(%(states)s::text[])
+  AND NOT EXISTS (SELECT 1 FROM {s}.conveyor_messages m WHERE m.id = r.id)
+ORDER BY r.expires_at DESC, r.id DESC LIMIT %(limit)s OFFSET %(offset)s
+"""
+TASK_RECORD = """
+SELECT {cols}, m.state, m.reason, m.died_at, r.state, r.data, r.updated_at, r.expires_at
+FROM (SELECT %(id)s::text AS id) i
+LEFT JOIN {s}.conveyor_messages m ON m.id = i.id
+LEFT JOIN {s}.conveyor_results r ON r.id = i.id AND r.expires_at > %(now)s
+"""
+
+
 def settlement_columns(settlements: Sequence[Settlement]) -> tuple[list[Any], ...]:
     """The settlements as the parallel arrays conveyor_settle_and_claim takes."""
     kinds: list[str] = []

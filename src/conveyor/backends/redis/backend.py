@@ -32,12 +32,17 @@ from ..base import (
     DeadLetter,
     Delivery,
     Message,
+    MessageRecord,
     QueueStats,
     Release,
+    ResultRecord,
     Settlement,
     StoredResult,
+    TaskRecord,
     WorkerInfo,
+    check_kind,
     derived_state,
+    result_states,
 )
 from .wire import Wire, hide, load_scripts
 
@@ -45,7 +50,12 @@ CHUNK = 500  # messages per call of the administrative scripts that may touch ma
 RECHECK_FIRST = 0.05  # a waiting get() re-reads its results this often at first...
 RECHECK_MAX = 1.0  # ...then ever less often: wake-ups do the work, this is the safety net
 MANY_IDS = 64  # waiting for more ids than this listens to one pattern, not a channel each
-_SCRIPTS = ("enqueue", "settle_claim", "extend", "results", "coord", "admin", "control")
+_SCRIPTS = ("enqueue", "settle_claim", "extend", "results", "coord", "admin", "control",
+            "tasks")
+#: How many entries of the expiry index (results, dedup keys, locks, counters, latest expiry
+#: first) one `list_results` call looks at: a page deep in a long history, or of a rare state,
+#: may come back short rather than block Redis.
+RESULTS_SCAN = 20_000
 
 Keys = frozenset[tuple[str, bytes]]
 
@@ -286,6 +296,14 @@ class RedisBackend(Backend):
     def incr(self, key: str, by: int, ttl: float, now: float) -> int:
         return int(self._wire.call(self._scripts["coord"], [now, "incr", key, by, now + ttl]))
 
+    def read_counters(self, keys: Sequence[str], now: float) -> dict[str, int]:
+        keys = list(dict.fromkeys(keys))
+        out: dict[str, int] = {}
+        for i in range(0, len(keys), CHUNK):
+            flat = self._wire.call(self._scripts["coord"], [now, "read", *keys[i:i + CHUNK]])
+            out.update((flat[j].decode(), int(flat[j + 1])) for j in range(0, len(flat), 2))
+        return out
+
     # --- administration -------------------------------------------------------------------
     def queue_stats(self, now: float) -> dict[str, QueueStats]:
         flat = self._admin(now, "stats")
@@ -302,6 +320,45 @@ class RedisBackend(Backend):
 
     def count_dead(self) -> int:
         return int(self._wire.command("ZCARD", self._key("dead")))
+
+    def list_messages(self, kind: str, queue: str | None, now: float, limit: int = 100,
+                      offset: int = 0) -> list[MessageRecord]:
+        """See Backend; Redis keeps no enqueue time and no lease holder (both None)."""
+        flat = self._wire.call(self._scripts["tasks"], [now, "messages", check_kind(kind),
+                                                        queue or "", max(0, limit),
+                                                        max(0, offset)])
+        return [MessageRecord(flat[i].decode(), flat[i + 1].decode(), flat[i + 2],
+                              -int(flat[i + 3]), float(flat[i + 4]), int(flat[i + 5]), None,
+                              float(flat[i + 6]) if flat[i + 6] else None)
+                for i in range(0, len(flat), 7)]
+
+    def list_results(self, state: str | None, now: float, limit: int = 100,
+                     offset: int = 0) -> list[ResultRecord]:
+        """See Backend. Looks at RESULTS_SCAN entries of the expiry index at most."""
+        want = "" if state is None else result_states(state)[0]
+        flat = self._wire.call(self._scripts["tasks"], [now, "results", want, max(0, limit),
+                                                        max(0, offset), RESULTS_SCAN])
+        return [ResultRecord(flat[i].decode(), flat[i + 1].decode(), flat[i + 2],
+                             float(flat[i + 3]), float(flat[i + 4]))
+                for i in range(0, len(flat), 5)]
+
+    def task_record(self, id: str, now: float) -> TaskRecord | None:
+        f = self._wire.call(self._scripts["tasks"], [now, "record", id])
+        q, body, score, ready_at, count, token, lease, dead, why, died_at = f[:10]
+        msg = dead_letter = result = None
+        if q is not None:
+            live = token is not None and lease is not None and float(lease) > now and not dead
+            msg = MessageRecord(id, q.decode(), body, -int(score), float(ready_at),
+                                int(count or 0), None, float(lease) if live else None)
+            if dead:
+                dead_letter = DeadLetter(id, q.decode(), body, (why or b"").decode(),
+                                         float(died_at), int(count or 0))
+        state, data, updated, expires = f[11:15]
+        if state is not None and float(expires) > now and (msg is None or dead_letter):
+            result = ResultRecord(id, state.decode(), data, float(updated), float(expires))
+        if msg is None and result is None:
+            return None
+        return TaskRecord(id, msg, dead_letter, result)
 
     def _dead_op(self, op: str, ids: Sequence[str] | None, now: float) -> list[str]:
         out: list[str] = []

@@ -14,13 +14,15 @@ contract, take a few milliseconds.
 
 from .base import LEASE, ConformanceBase, msg
 from .control import ControlConformance
+from .counters import CountersConformance
+from .listing import ListingConformance
 from .queueing import QueueingConformance
 from .settling import SettlingConformance
 from .state import StateConformance
 
 
 class BackendConformance(QueueingConformance, SettlingConformance, StateConformance,
-                         ControlConformance):
+                         ControlConformance, CountersConformance, ListingConformance):
     """The whole backend contract as tests (see the module docstring)."""
 
 

@@ -2,6 +2,7 @@
 --   lock owner until  -> 1 taken or renewed, 0 held by another
 --   unlock owner      -> 1 released, 0 not the owner
 --   incr by until     -> the new value (a window that ran out starts again at 0)
+--   read key...       -> key, value, ... of the live counters among the keys (ARGV[4] on)
 local op, key = ARGV[3], ARGV[4]
 if op == 'lock' then
   local lk = P .. 'lock:' .. key
@@ -29,5 +30,15 @@ elseif op == 'incr' then
     redis.call('ZADD', P .. 'exp', ARGV[6], 'c' .. key)
   end
   return redis.call('HINCRBY', ck, 'v', ARGV[5])
+elseif op == 'read' then
+  local out = {}
+  for i = 4, #ARGV do
+    local held = redis.call('HMGET', P .. 'ctr:' .. ARGV[i], 'v', 'x')
+    if held[1] and tonumber(held[2]) > NOW then
+      out[#out + 1] = ARGV[i]
+      out[#out + 1] = held[1]
+    end
+  end
+  return out
 end
 return redis.error_reply('unknown operation ' .. tostring(op))
