@@ -299,9 +299,10 @@ class Conveyor:
         return Result(self, task_id)
 
     # --- outcomes -------------------------------------------------------------------------
-    def encode_value(self, value: Any) -> bytes:
-        """A task's return value as stored; bound by `max_message_size` like messages."""
-        data = self.codec.encode({"value": value})
+    def encode_value(self, value: Any, task: str = "") -> bytes:
+        """A task's return value as stored (with the task's name, for the dashboard); bound
+        by `max_message_size` like messages."""
+        data = self.codec.encode({"value": value, "task": task} if task else {"value": value})
         if self.max_message_size is not None and len(data) > self.max_message_size:
             raise SerializationError(
                 f"the result is {len(data):,} bytes, over the limit of "

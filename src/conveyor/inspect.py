@@ -184,9 +184,9 @@ class Inspector:
         `limit` (1..500) from `offset`. Orders: ready in claim order, scheduled by due time,
         running by lease end, dead oldest first, finished newest first (failure: dead
         letters, then failed results). A finished task has only its result, which records
-        no queue and, for a SUCCESS, no task name: `queue` cannot filter success or revoked
-        (ValueError), with failure it lists dead letters only, and `name` never matches a
-        SUCCESS. Filtering by name decodes bodies, `inspect_tasks.SCAN_MAX` at most per call.
+        its task name but no queue: `queue` cannot filter success or revoked (ValueError),
+        and with failure it lists dead letters only. Filtering by name decodes bodies and
+        results, `inspect_tasks.SCAN_MAX` at most per call.
         Raises ValueError naming a bad argument."""
         return find_tasks(self.app, self._now(), state, queue, name, limit, offset)
 

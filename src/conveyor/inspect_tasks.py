@@ -7,9 +7,8 @@ app's codec, so an undecodable body shows as task "?" with the reason instead of
 
 What can be listed follows from what backends keep: a message (waiting, running or dead) has
 its queue and body, so its task name and arguments; a finished task has only its stored
-result, which records no queue, no arguments and, for a SUCCESS, no task name (failures and
-revocations carry the task name). So `queue` cannot filter finished tasks, and `name` never
-matches a SUCCESS.
+result, which records the task name but no queue and no arguments (older successes were
+stored without the name and list as "?"). So `queue` cannot filter finished tasks.
 """
 
 from __future__ import annotations
@@ -62,7 +61,7 @@ STATE_FILTERS = ("ready", "scheduled", "running", "success", "failure", "revoked
 @dataclass(frozen=True, slots=True)
 class TaskRow:
     """One task in a listing. `task` is "?" when not known: the body cannot be decoded
-    (`decode_error` says why) or only a SUCCESS result is left (it records no name).
+    (`decode_error` says why) or only an old SUCCESS result is left (stored without a name).
     `queue`, `attempts` and `priority` are None for a finished task (only its result is left).
     A dead letter reads FAILURE with its `dead_reason`."""
 
@@ -281,11 +280,17 @@ def _dead_row(app: Conveyor, d: DeadLetter) -> TaskRow:
 
 
 def _result_row(app: Conveyor, r: ResultRecord) -> TaskRow:
-    outcome = _decode_result(app, r)
-    task = UNKNOWN_TASK
-    if isinstance(outcome, TaskFailed) and outcome.task_name:
-        task = outcome.task_name
-    return TaskRow(r.id, task, r.state, finished_at=r.finished_at)
+    return TaskRow(r.id, _result_task(app, r), r.state, finished_at=r.finished_at)
+
+
+def _result_task(app: Conveyor, r: ResultRecord) -> str:
+    """The task name a stored result carries (results stored before it did show "?")."""
+    try:
+        payload = app.codec.decode(r.data) if r.data is not None else None
+    except SerializationError:
+        return UNKNOWN_TASK
+    task = payload.get("task") if isinstance(payload, dict) else None
+    return task if isinstance(task, str) and task else UNKNOWN_TASK
 
 
 def _decode_result(app: Conveyor, r: ResultRecord) -> Any:
@@ -336,6 +341,8 @@ def task_detail(app: Conveyor, now: float, id: str) -> TaskDetail | None:
                 task = outcome.task_name
         else:
             value = outcome
+            if env is None:
+                task = _result_task(app, res)
     elif dead is not None:
         error = TaskError("DeadLetter", dead.reason)
     progress = decode_progress(app, stored)

@@ -329,6 +329,47 @@ def test_a_dying_child_is_retried_then_dead_lettered_and_the_pool_survives(
     assert w.stop() == 0
 
 
+MEMORY = '''
+import resource
+
+
+@app.task(retries=1, retry_delay=0.1)
+def blows_up():
+    """Grows until the address-space limit (set here, in this pool child) stops it."""
+    record("blows_up")
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        with open("/proc/self/status") as f:
+            vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+        resource.setrlimit(resource.RLIMIT_AS, (vm + 300 * 1024 * 1024, hard))
+    hog = []
+    while True:
+        hog.append(bytearray(16 * 1024 * 1024))
+
+
+@app.task
+def fine():
+    return os.getpid()
+'''
+
+
+def test_a_memory_blow_up_fails_the_task_and_the_pool_goes_on(project: Project) -> None:
+    """A task that eats memory until its process's limit stops it: MemoryError, retried, then
+    dead-lettered; the same pool keeps serving. (When the kernel's OOM killer ends the child
+    instead, that is the SIGKILL case above: `worker lost`.)"""
+    tasks = project.write_tasks(MEMORY)
+    w = project.worker("-c", "1")
+    r = tasks.blows_up.delay()
+    with pytest.raises(TaskFailed) as info:
+        r.get(timeout=60)
+    assert info.value.exc_type == "MemoryError", info.value
+    assert [line[1] for line in project.ledger()].count("blows_up") == 2
+    dead = {d.id: d.reason for d in tasks.app.backend.dead_letters()}
+    assert "MemoryError" in dead[r.id]
+    assert isinstance(tasks.fine.delay().get(timeout=20), int)
+    assert w.stop() == 0
+
+
 # --- 8. max tasks per child ---------------------------------------------------------------
 def test_children_are_replaced_after_max_tasks(project: Project) -> None:
     tasks = project.write_tasks(BASIC)

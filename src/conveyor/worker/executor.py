@@ -169,7 +169,7 @@ class Executor:
         if not task.options.store_result:
             return Finished(Ack(p.delivery.id, p.delivery.token, None), "succeeded")
         try:
-            data = self.app.encode_value(value)
+            data = self.app.encode_value(value, task.name)
         except SerializationError as exc:
             msg = f"the result of {task.name} cannot be serialized: {exc}"
             return self._dead(p.delivery, msg, "SerializationError", msg, task.name)
