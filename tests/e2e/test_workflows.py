@@ -53,6 +53,12 @@ def boom(x):
     raise ValueError(f"boom {x}")
 
 
+@app.task(timeout=1)
+def stuck(x):
+    record("stuck", x)
+    time.sleep(30)
+
+
 @app.task
 def alert(task_id, exc_type, exc_message):
     record("alert", task_id, exc_type)
@@ -114,6 +120,23 @@ def test_chain_group_chord_and_links(project: Project) -> None:
     assert info.value.task_name == "tasks.boom"
     assert sorted(f[0] for f in tagged(project, "boom")) == ["2", "2", "7", "7"]  # + retry
     assert ["2", "5"] not in tagged(project, "add")  # the chain stopped at the failure
+
+
+@pytest.mark.parametrize("pool", ["process", "thread", "async"])
+def test_a_step_killed_at_its_time_limit_fails_the_rest_of_the_chain(project: Project,
+                                                                     pool: str) -> None:
+    """The pool settles a step stopped at its time limit itself (the process pool's
+    supervisor never sees the body): the steps after it still fail and its errback runs."""
+    t = project.write_tasks(TASKS, lease=10)
+    project.worker("-c", "2", "--pool", pool)
+    r = (t.add.s(1, 1) | t.stuck.s().set(link_error=t.alert.s()) | t.add.s(5)).delay()
+    with pytest.raises(TaskFailed) as info:
+        r.get(timeout=30)
+    assert info.value.exc_type == "TaskTimeout", info.value
+    assert info.value.task_name == "tasks.stuck"
+    project.wait_until(lambda: any(f[1] == "TaskTimeout" for f in tagged(project, "alert")),
+                       "the errback to run")
+    assert ["2", "5"] not in tagged(project, "add")
 
 
 def test_a_failing_member_fails_the_chord(project: Project) -> None:

@@ -344,7 +344,12 @@ class AsyncHost:
         work.add_done_callback(_ignore)
         d = p.delivery
         if run.why == "timeout":
-            return timeout_failure(self.app, d, p.task, p.attempt, p.retries, hard)
+            fin = timeout_failure(self.app, d, p.task, p.attempt, p.retries, hard)
+            if p.envelope.flow is not None:  # a workflow step: fail the steps after it
+                from .flow import fail_steps_after
+
+                await asyncio.to_thread(fail_steps_after, self.app, p.envelope, fin.settlement)
+            return fin
         if run.why == "revoked":
             return revoked_outcome(self.app, d, p.task, TERMINATED)
         return Finished(Release(d.id, d.token, self.app.clock.now(), attempted=False),

@@ -317,6 +317,29 @@ def marker_message(app: Conveyor, node: Node, payload: dict[str, Any]) -> Messag
                    DEDUP_PREFIX + env.id, app.result_ttl)
 
 
+def after_lost_step(app: Conveyor, s: Settlement, task: str) -> None:
+    """A task the supervisor settles for good (its process died, or was killed at its time
+    limit): the supervisor never holds bodies, so read the message back and, if it is a
+    workflow step, fail the steps after it and call its errbacks, as `finish_step` does."""
+    if not _final_failure(s):
+        return
+    record = app.backend.task_record(s.id, app.clock.now())
+    if record is None or record.message is None:
+        return
+    try:
+        env = Envelope.from_dict(app.codec.decode(record.message.body))
+    except SerializationError:
+        return
+    fail_steps_after(app, env, s)
+
+
+def fail_steps_after(app: Conveyor, env: Envelope, s: Settlement) -> None:
+    """A step settled outside the executor (stopped at its time limit) failed for good: fail
+    the steps after it and call its errbacks. Nothing for a plain task or a retry."""
+    if env.flow is not None and _final_failure(s):
+        failed(app, env, _payload(app, s, env.task), ops_for(app), errbacks=True)
+
+
 # --- failure payloads -------------------------------------------------------------------------
 def _final_failure(s: Settlement) -> bool:
     return isinstance(s, Bury) or (isinstance(s, Ack) and s.state != SUCCESS)

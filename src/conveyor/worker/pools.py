@@ -20,6 +20,7 @@ from . import timeouts
 from .consumer import HEARTBEAT_EVERY, Held, LeaseKeeper, Slot
 from .control import RevocationWatch
 from .executor import Prepared, timeout_failure
+from .flow import fail_steps_after
 from .stats import Stats
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ class ThreadHost:
             fin = timeout_failure(self.app, p.delivery, p.task, p.attempt, p.retries,
                                   p.task.options.timeout)
             try:
+                fail_steps_after(self.app, p.envelope, fin.settlement)  # a workflow step
                 ok = self.app.backend.settle([fin.settlement], now)[0]
                 self.stats.record(fin, p.task.name, ok)
                 if ok:  # the thread's own settle, when the task returns, will be refused

@@ -26,6 +26,7 @@ from .control import TERMINATED, RevocationWatch, revoked_outcome
 from .current import SIZE as CURRENT_SIZE
 from .current import CurrentTask
 from .executor import Finished, lost_failure, timeout_failure
+from .flow import after_lost_step
 from .limits import free_slots
 from .stats import Stats
 
@@ -248,6 +249,10 @@ class Supervisor:
     def apply(self, fin: Finished, task: str) -> None:
         s = fin.settlement
         free_slots(self.app, task, s.id, s.token)  # the dead child's concurrency slot
+        try:
+            after_lost_step(self.app, s, task)  # a workflow's next steps, before the settle
+        except Exception as exc:
+            log.error("%s[%s]: could not fail the steps of its workflow: %s", task, s.id, exc)
         try:
             ok = self.app.backend.settle([s], self.app.clock.now())[0]
         except Exception as exc:
