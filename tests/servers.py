@@ -59,9 +59,14 @@ def require(kind: str, url: str) -> None:
     why = reachable(url)
     if why is None:
         return
-    text = f"{kind} is not reachable at {url} ({why}); to run these tests, {HOW_TO[kind]}"
+    unavailable("backend", f"{kind} is not reachable at {url} ({why}); to run these tests, "
+                           f"{HOW_TO[kind]}")
+
+
+def unavailable(what: str, text: str) -> None:
+    """Skip (locally) or fail (in CI) a test whose `what` (a backend, a browser) is missing."""
     if in_ci():
-        pytest.fail(f"CI is set, so a missing backend is a failure: {text}", pytrace=False)
+        pytest.fail(f"CI is set, so a missing {what} is a failure: {text}", pytrace=False)
     pytest.skip(text)
 
 

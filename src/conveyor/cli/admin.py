@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..inspect import DeadTask, Inspector
+from ..timefmt import local_time
 from .common import (
     APP_HELP,
     BadUsage,
@@ -14,7 +15,6 @@ from .common import (
     ConveyorGroup,
     app_argument,
     load,
-    local_time,
     table,
     to_json,
 )

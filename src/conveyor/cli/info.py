@@ -6,7 +6,8 @@ import click
 
 from ..inspect import Inspector, Status, TaskInfo
 from ..periodic import PeriodicInfo
-from .common import APP_HELP, age, app_argument, load, local_time, table
+from ..timefmt import age, local_time
+from .common import APP_HELP, app_argument, load, table
 
 
 @click.command(epilog=APP_HELP)

@@ -4,12 +4,12 @@ except where a parameter says it holds HTML already (those come from these funct
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from ...timefmt import age, local_time
 from . import assets
 
 NAV = (("overview", "/", "Overview"), ("tasks", "/tasks", "Tasks"),
@@ -38,21 +38,12 @@ def query(**params: object) -> str:
 def when(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return esc(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)))
+    return esc(local_time(ts))
 
 
 def ago(seconds: float | None) -> str:
     """`3s`, `4m 05s`, `2h 03m`: how long ago, short enough for a table cell."""
-    if seconds is None:
-        return "-"
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    return f"{s // 86400}d {s % 86400 // 3600:02d}h"
+    return "-" if seconds is None else age(seconds)
 
 
 def state_badge(state: str) -> str:
