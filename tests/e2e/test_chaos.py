@@ -19,7 +19,7 @@ def url_for(backend_url: str | None, tmp_path: Path) -> str:
 @ON_EVERY_SERVER_BACKEND
 @pytest.mark.timeout(240)
 def test_kill_storm(backend_url: str | None, tmp_path: Path) -> None:
-    report = kill_storm(url_for(backend_url, tmp_path), tmp_path, tasks=2000,
+    report = kill_storm(url_for(backend_url, tmp_path), tmp_path, tasks=3000,
                         task_seconds=0.004, every=(0.3, 1.0), timeout=180)
     print("\n".join(report.lines()))
     assert len(report.kills) >= 2, report.lines()
