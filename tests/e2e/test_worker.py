@@ -381,6 +381,17 @@ def test_children_are_replaced_after_max_tasks(project: Project) -> None:
     assert w.stop() == 0
 
 
+@pytest.mark.parametrize("pool", ["thread", "async"])
+def test_max_tasks_per_child_is_said_to_be_ignored_by_single_process_pools(
+        project: Project, pool: str) -> None:
+    tasks = project.write_tasks(BASIC)
+    w = project.worker("-c", "1", "--pool", pool, "--max-tasks-per-child", "2")
+    assert [tasks.nap.delay(0).get(timeout=20) for _ in range(3)] == [w.pid] * 3
+    assert f"the {pool} pool runs in this one process, so it is ignored" in w.log()
+    assert "tasks per child" not in w.log()
+    assert w.stop() == 0
+
+
 # --- 9. time limits -----------------------------------------------------------------------
 TIMEOUTS = '''
 @app.task(timeout=1, retries=1, retry_delay=0.1)

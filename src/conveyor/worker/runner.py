@@ -115,7 +115,11 @@ def run_worker(app: Conveyor, *, concurrency: int | None = None, pool: str = "pr
         outage.ok()
         return soon
 
-    banner(app, pool, n, names, worker_id, max_tasks_per_child, scheduler)
+    banner(app, pool, n, names, worker_id,
+           max_tasks_per_child if pool == "process" else None, scheduler)
+    if max_tasks_per_child is not None and pool != "process":
+        log.warning("--max-tasks-per-child applies to the process pool's children; the %s "
+                    "pool runs in this one process, so it is ignored", pool)
     wait_for_backend(app, upkeep)
     for warning in app.backend.startup_warnings():
         log.warning("%s", warning)
