@@ -8,7 +8,9 @@ the message carries none), current while the task runs, so the task's own spans 
 tasks it enqueues nest under it.
 
 Nothing here imports OpenTelemetry unless the process already did: without it, the only cost
-is one dictionary lookup per enqueue and per run. The hooks are built in rather than a
+is one dictionary lookup per enqueue and per run. A process that imported OpenTelemetry but
+set up no tracer provider (redis-py 8 imports it when it is installed) skips the spans of
+messages that carry no trace context. The hooks are built in rather than a
 middleware because an enqueue middleware cannot add fields to the message, and an execute
 middleware sees neither the message's trace context nor the outcome (a retry, a failure),
 which is decided after the task returns.
@@ -90,7 +92,18 @@ def start_run(env: Envelope, attempt: int) -> RunSpan | None:
     OpenTelemetry."""
     if OTEL not in sys.modules:
         return None
+    if env.trace is None and not _recording():
+        return None  # nothing to continue and nothing to record: skip the no-op span
     return RunSpan(env, attempt)
+
+
+def _recording() -> bool:
+    """Whether a tracer provider was set up (an SDK): importing the API alone, as redis-py 8
+    does when it is installed, leaves the default proxy that records nothing."""
+    from opentelemetry import trace
+
+    return not isinstance(trace.get_tracer_provider(),
+                          (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
 def flush(timeout_millis: int = 5000) -> None:

@@ -169,6 +169,26 @@ def test_importing_conveyor_does_not_import_opentelemetry() -> None:
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
 
 
+def test_the_api_without_a_tracer_provider_costs_no_span_for_untraced_messages() -> None:
+    """redis-py 8 imports the OpenTelemetry API when it is installed: a process that set up
+    no tracer provider must not pay for a no-op span per task, but still passes on a trace
+    context a message carries."""
+    code = ("import opentelemetry.trace\n"
+            "from conveyor import tracing\n"
+            "from conveyor.envelope import Envelope\n"
+            "assert tracing.start_run(Envelope('a', 't'), 1) is None\n"
+            "parent = {'traceparent': '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'}\n"
+            "span = tracing.start_run(Envelope('b', 't', trace=parent), 1)\n"
+            "assert span is not None\n"
+            "assert tracing.current_context()['traceparent'].startswith("
+            "'00-0af7651916cd43dd8448eb211c80319c-')\n"
+            "span.end(None)\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
 # --- real workers, across processes -----------------------------------------------------------
 TASKS = '''
 import json, os
