@@ -12,7 +12,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -205,10 +205,10 @@ class Flaky(MemoryBackend):
 
     down = False
 
-    def incr(self, key: str, by: int, ttl: float, now: float) -> int:
+    def incr_many(self, increments: Sequence[tuple[str, int, float]], now: float) -> None:
         if self.down:
             raise ConnectionError("backend down")
-        return super().incr(key, by, ttl, now)
+        super().incr_many(increments, now)
 
 
 class Done:

@@ -364,6 +364,13 @@ class Backend(abc.ABC):
     def incr(self, key: str, by: int, ttl: float, now: float) -> int:
         """Add `by` to counter `key` (created at 0 with expiry now + ttl) and return it."""
 
+    def incr_many(self, increments: Sequence[tuple[str, int, float]], now: float) -> None:
+        """`incr(key, by, ttl, now)` for each (key, by, ttl), all or none: the workers' task
+        counters send a second's worth in one call. This default makes one `incr` per key
+        (not atomic); every built-in backend overrides it with one transaction or script."""
+        for key, by, ttl in increments:
+            self.incr(key, by, ttl, now)
+
     def read_counters(self, keys: Sequence[str], now: float) -> dict[str, int]:
         """The value of each counter among `keys` that exists and has not expired (the others
         are left out, and nothing is created): the dashboard reads many in one call. This

@@ -318,6 +318,14 @@ class MemoryBackend(Backend):
             self._counters[key] = (value, expires)
             return value
 
+    def incr_many(self, increments: Sequence[tuple[str, int, float]], now: float) -> None:
+        with self._lock:
+            for key, by, ttl in increments:
+                value, expires = self._counters.get(key, (0, 0.0))
+                if expires <= now:
+                    value, expires = 0, now + ttl
+                self._counters[key] = (value + by, expires)
+
     def read_counters(self, keys: Sequence[str], now: float) -> dict[str, int]:
         with self._lock:
             found = {k: self._counters.get(k) for k in keys}

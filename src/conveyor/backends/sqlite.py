@@ -139,6 +139,13 @@ def _message_record(row: Sequence[Any], now: float) -> MessageRecord:
                          row[8] if live else None, row[9] if live else None)
 
 
+# A counter: created at `by`, or added to; one whose window ran out starts again.
+_INCR = ("INSERT INTO conveyor_counters (key, value, expires_at) VALUES (?, ?, ?) "
+         "ON CONFLICT (key) DO UPDATE SET "
+         "value = CASE WHEN expires_at <= ? THEN excluded.value ELSE value + ? END, "
+         "expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at ELSE expires_at END")
+
+
 def _file_size(path: str) -> int:
     try:
         return os.stat(path).st_size
@@ -582,15 +589,19 @@ class SqliteBackend(Backend):
 
     def incr(self, key: str, by: int, ttl: float, now: float) -> int:
         def run(conn: sqlite3.Connection) -> int:
-            row = conn.execute(
-                "INSERT INTO conveyor_counters (key, value, expires_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET "
-                "value = CASE WHEN expires_at <= ? THEN excluded.value ELSE value + ? END, "
-                "expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at "
-                "ELSE expires_at END RETURNING value", (key, by, now + ttl, now, by, now)
-            ).fetchone()
+            row = conn.execute(_INCR + " RETURNING value",
+                               (key, by, now + ttl, now, by, now)).fetchone()
             return int(row[0])
         return self._write(run)
+
+    def incr_many(self, increments: Sequence[tuple[str, int, float]], now: float) -> None:
+        if not increments:
+            return
+
+        def run(conn: sqlite3.Connection) -> None:  # one transaction (_write)
+            conn.executemany(_INCR, [(key, by, now + ttl, now, by, now)
+                                     for key, by, ttl in increments])
+        self._write(run)
 
     def read_counters(self, keys: Sequence[str], now: float) -> dict[str, int]:
         unique = list(dict.fromkeys(keys))

@@ -3,14 +3,14 @@
 Every worker process (a process-pool child, the supervisor, the thread or asyncio pool) keeps
 one `Stats`. A slot records the outcomes the backend accepted (and the ones it refused: lease
 losses) when their settle returns, under a lock, with no I/O; a thread of its own adds the
-sums to the backend's counters (`Backend.incr`, keys in `conveyor.stats`) every FLUSH_EVERY
+sums to the backend's counters (`Backend.incr_many`, keys in `conveyor.stats`) every FLUSH_EVERY
 seconds, and only when something happened (the supervisor, which must not run a thread that
 could hold a lock while it forks, flushes from its loop instead). So a task never waits on a counter, an idle worker
-sends nothing, and a busy one sends a few dozen increments a second whatever its rate.
+sends nothing, and a busy one makes one backend call a second whatever its rate.
 
-A flush that fails (the backend is down) keeps what it could not send for the next one and is
-logged once (`Outage`); each key is dropped from the pending sums only once its increment went
-through, so a retry does not count twice (except an increment whose reply was lost). What a
+A flush is one `Backend.incr_many` call (one transaction or script: all the keys or none). One
+that fails (the backend is down) keeps the counts for the next one and is logged once
+(`Outage`), so a retry does not count twice (except a call whose reply was lost). What a
 process counted in its last second is lost when it dies without `close()` (killed, or stopped
 at once).
 """
@@ -178,14 +178,11 @@ class Stats:
         if not pending:
             return True
         now = self.app.clock.now()
-        left = dict(pending)
-        try:
-            for key, (by, ttl) in pending.items():
-                if by:
-                    self.backend.incr(key, by, ttl, now)
-                del left[key]
+        try:  # one call, all or none: a failed flush is sent again whole, never twice
+            self.backend.incr_many([(key, by, ttl) for key, (by, ttl) in pending.items() if by],
+                                   now)
         except Exception as exc:
-            self._keep(left, now)
+            self._keep(pending, now)
             self.outage.failed(exc)
             return False
         self.outage.ok()

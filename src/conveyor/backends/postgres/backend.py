@@ -473,14 +473,28 @@ class PostgresBackend(Backend):
         return bool(self._count(f"DELETE FROM {self._t('locks')} WHERE key = %s AND owner = %s",
                                 (key, owner)))
 
+    def _incr_sql(self) -> str:
+        return (f"INSERT INTO {self._t('counters')} AS c (key, value, expires_at) "
+                "VALUES (%s, %s, %s) ON CONFLICT (key) DO UPDATE SET "
+                "value = CASE WHEN c.expires_at <= %s THEN excluded.value ELSE c.value + %s END, "
+                "expires_at = CASE WHEN c.expires_at <= %s THEN excluded.expires_at "
+                "ELSE c.expires_at END")
+
     def incr(self, key: str, by: int, ttl: float, now: float) -> int:
-        rows = self._rows(
-            f"INSERT INTO {self._t('counters')} AS c (key, value, expires_at) "
-            "VALUES (%s, %s, %s) ON CONFLICT (key) DO UPDATE SET "
-            "value = CASE WHEN c.expires_at <= %s THEN excluded.value ELSE c.value + %s END, "
-            "expires_at = CASE WHEN c.expires_at <= %s THEN excluded.expires_at "
-            "ELSE c.expires_at END RETURNING value", (key, by, now + ttl, now, by, now))
+        rows = self._rows(self._incr_sql() + " RETURNING value",
+                          (key, by, now + ttl, now, by, now))
         return int(rows[0][0])
+
+    def incr_many(self, increments: Sequence[tuple[str, int, float]], now: float) -> None:
+        if not increments:
+            return
+        # Sorted, so two workers flushing the same keys lock them in the same order.
+        params = [(key, by, now + ttl, now, by, now) for key, by, ttl in sorted(increments)]
+
+        def run(conn: Any) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(self._incr_sql(), params)
+        self._run(run)
 
     def read_counters(self, keys: Sequence[str], now: float) -> dict[str, int]:
         if not keys:

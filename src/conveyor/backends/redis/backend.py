@@ -297,6 +297,14 @@ class RedisBackend(Backend):
     def incr(self, key: str, by: int, ttl: float, now: float) -> int:
         return int(self._wire.call(self._scripts["coord"], [now, "incr", key, by, now + ttl]))
 
+    def incr_many(self, increments: Sequence[tuple[str, int, float]], now: float) -> None:
+        if not increments:
+            return
+        flat: list[Any] = [now, "incrs"]
+        for key, by, ttl in increments:  # one script: atomic (a second of a worker's counts)
+            flat += [key, by, now + ttl]
+        self._wire.call(self._scripts["coord"], flat)
+
     def read_counters(self, keys: Sequence[str], now: float) -> dict[str, int]:
         keys = list(dict.fromkeys(keys))
         out: dict[str, int] = {}

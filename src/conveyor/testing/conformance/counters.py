@@ -35,3 +35,24 @@ class CountersConformance(ConformanceBase):
         expected = {keys[i]: i for i in range(7, 1200, 7)}  # k0 is at 0: it may be left out
         got = backend.read_counters(keys, now)
         assert {k: v for k, v in got.items() if v} == expected
+
+    def test_incr_many_adds_like_incr(self, backend: Backend, clock: FakeClock) -> None:
+        t0 = clock.now()
+        backend.incr("m:a", 5, 10, t0)
+        backend.incr_many([], t0)
+        backend.incr_many([("m:a", 2, 10), ("m:b", 3, 100), ("m:a", 1, 10),
+                           ("m:é space", -4, 100)], t0 + 1)
+        assert backend.read_counters(["m:a", "m:b", "m:é space"], t0 + 1) == {
+            "m:a": 8, "m:b": 3, "m:é space": -4}
+        # A window that ran out starts again at the increment, as with incr.
+        backend.incr_many([("m:a", 4, 10), ("m:b", 1, 100)], t0 + 10)
+        assert backend.read_counters(["m:a", "m:b"], t0 + 10) == {"m:a": 4, "m:b": 4}
+        assert backend.incr("m:a", 1, 10, t0 + 11) == 5
+
+    def test_incr_many_many_keys(self, backend: Backend, clock: FakeClock) -> None:
+        now = clock.now()
+        items = [(f"many:{i}", i + 1, 100.0) for i in range(700)]
+        backend.incr_many(items, now)
+        backend.incr_many(items, now)
+        got = backend.read_counters([k for k, _, _ in items], now)
+        assert got == {k: 2 * by for k, by, _ in items}

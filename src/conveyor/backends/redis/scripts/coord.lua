@@ -3,6 +3,7 @@
 --   unlock owner      -> 1 released, 0 not the owner
 --   incr by until     -> the new value (a window that ran out starts again at 0)
 --   read key...       -> key, value, ... of the live counters among the keys (ARGV[4] on)
+--   incrs (key by until)... -> 0: `incr` for each triple (from ARGV[4] on), in one script
 local op, key = ARGV[3], ARGV[4]
 if op == 'lock' then
   local lk = P .. 'lock:' .. key
@@ -22,14 +23,23 @@ elseif op == 'unlock' then
   redis.call('DEL', lk)
   redis.call('ZREM', P .. 'exp', 'L' .. key)
   return 1
-elseif op == 'incr' then
-  local ck = P .. 'ctr:' .. key
-  local x = redis.call('HGET', ck, 'x')
-  if not x or tonumber(x) <= NOW then
-    redis.call('HSET', ck, 'v', 0, 'x', ARGV[6])
-    redis.call('ZADD', P .. 'exp', ARGV[6], 'c' .. key)
+elseif op == 'incr' or op == 'incrs' then
+  local function incr(k, by, expires)
+    local ck = P .. 'ctr:' .. k
+    local x = redis.call('HGET', ck, 'x')
+    if not x or tonumber(x) <= NOW then
+      redis.call('HSET', ck, 'v', 0, 'x', expires)
+      redis.call('ZADD', P .. 'exp', expires, 'c' .. k)
+    end
+    return redis.call('HINCRBY', ck, 'v', by)
   end
-  return redis.call('HINCRBY', ck, 'v', ARGV[5])
+  if op == 'incr' then
+    return incr(key, ARGV[5], ARGV[6])
+  end
+  for i = 4, #ARGV, 3 do
+    incr(ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  end
+  return 0
 elseif op == 'read' then
   local out = {}
   for i = 4, #ARGV do
