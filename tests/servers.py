@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import os
 import socket
-import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 
-REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-POSTGRES_URL = os.environ.get("CONVEYOR_TEST_POSTGRES_URL",
-                              "postgresql://postgres@127.0.0.1:5432/test")
+from conveyor.testing.namespaces import fresh_namespace, server_url
+
+REDIS_URL = server_url("redis")
+POSTGRES_URL = server_url("postgresql")
 
 #: Run a module's `project` tests on SQLite, Redis and PostgreSQL:
 #: `pytestmark = ON_EVERY_SERVER_BACKEND` (tests/e2e/conftest.py's `backend_kind` fixture).
@@ -78,25 +78,12 @@ def with_query(url: str, **params: str) -> str:
 def fresh_redis_url() -> Iterator[str]:
     """A Redis URL with a key prefix of its own; its keys are deleted afterwards."""
     require("redis", REDIS_URL)
-    prefix = f"ctest-{uuid.uuid4().hex[:12]}"
-    yield with_query(REDIS_URL, prefix=prefix)
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.delete(*keys[i:i + 500])
-    finally:
-        client.close()
+    with fresh_namespace("redis", tag="ctest") as url:
+        yield url
 
 
 def fresh_postgres_url() -> Iterator[str]:
     """A PostgreSQL URL with a schema of its own; the schema is dropped afterwards."""
     require("postgresql", POSTGRES_URL)
-    schema = f"ctest_{uuid.uuid4().hex[:12]}"
-    yield with_query(POSTGRES_URL, schema=schema)
-    import psycopg
-
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with fresh_namespace("postgresql", tag="ctest") as url:
+        yield url

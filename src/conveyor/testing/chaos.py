@@ -10,7 +10,6 @@ it, and counts real executions in a ledger file that each run appends one line t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
 import signal
@@ -21,14 +20,15 @@ import tempfile
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..app import Conveyor
-from ..backends.base import SUCCESS, redact
+from ..backends.base import SUCCESS, TERMINAL_STATES, redact
 from ..worker.consumer import MAX_BATCH
+from .namespaces import fresh_namespace
 
 TASKS_MODULE = '''
 import os
@@ -212,6 +212,7 @@ class StormReport:
     unexplained: int = 0
     missing: int = 0
     not_succeeded: int = 0  # tasks whose outcome is not SUCCESS: must be zero
+    failures: list[str] = field(default_factory=list)  # the first few of them, decoded
 
     def lines(self) -> list[str]:
         worst = max(self.extra_by_killed.values(), default=0)
@@ -224,6 +225,7 @@ class StormReport:
             f"  runs: {self.runs:,}; never ran: {self.missing}; outcome not SUCCESS: "
             f"{self.not_succeeded}; extra runs: {self.extra_runs} "
             f"(at most {worst} from one killed process; unexplained: {self.unexplained})",
+            *(f"  not SUCCESS: {f}" for f in self.failures),
         ]
 
 
@@ -246,7 +248,8 @@ def kill_storm(url: str, root: Path, *, tasks: int = 10_000, workers: int = 2,
         def finished() -> bool:
             if len({n for _, n in wd.runs()}) < tasks:
                 return False
-            return len(wd.app.backend.get_results(group, wd.app.clock.now())) >= tasks
+            stored = wd.app.backend.get_results(group, wd.app.clock.now())
+            return sum(1 for r in stored.values() if r.state in TERMINAL_STATES) >= tasks
 
         next_kill = time.monotonic() + rng.uniform(*every)
         next_check = 0.0
@@ -281,10 +284,19 @@ def kill_storm(url: str, root: Path, *, tasks: int = 10_000, workers: int = 2,
             stop(p)
         report = storm_report(redact(url), tasks, seconds, seed, kills, wd.runs())
         results = wd.app.backend.get_results(group, wd.app.clock.now())
-        report.not_succeeded = sum(1 for r in results.values() if r.state != SUCCESS)
+        bad = [r for r in results.values() if r.state != SUCCESS]
+        report.not_succeeded = len(bad)
+        report.failures = [f"{r.id}: {r.state} {_outcome_text(wd.app, r.data)}" for r in bad[:5]]
         return report
     finally:
         wd.close()
+
+
+def _outcome_text(app: Conveyor, data: bytes | None) -> str:
+    try:
+        return repr(app.codec.decode(data)) if data is not None else ""
+    except Exception as exc:  # a report must not fail on what it reports
+        return f"(undecodable: {exc})"
 
 
 def storm_report(backend: str, tasks: int, seconds: float, seed: int, kills: list[Kill],
@@ -475,42 +487,6 @@ def sqlite_hammer(root: Path, *, producers: int = 16, per_producer: int = 5_000,
 
 
 # --- command line -----------------------------------------------------------------------------
-SERVER_URLS = {
-    "redis": ("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
-    "postgresql": ("CONVEYOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
-}
-
-
-@contextlib.contextmanager
-def fresh_namespace(kind: str, root: Path) -> Iterator[str]:
-    """A URL on `kind` with a namespace of its own (a SQLite file in `root`, a Redis key
-    prefix, a PostgreSQL schema), removed afterwards: runs never see each other's tasks."""
-    if kind == "sqlite":
-        yield f"sqlite:///{root / 'q.db'}"
-        return
-    env, default = SERVER_URLS[kind]
-    base = os.environ.get(env, default)
-    name = f"chaos_{os.urandom(6).hex()}"
-    sep = "&" if "?" in base else "?"
-    if kind == "redis":
-        yield f"{base}{sep}prefix={name}"
-        import redis
-
-        client = redis.Redis.from_url(base)
-        try:
-            keys = list(client.scan_iter(match=f"{name}:*", count=1000))
-            for i in range(0, len(keys), 500):
-                client.delete(*keys[i:i + 500])
-        finally:
-            client.close()
-    else:
-        yield f"{base}{sep}schema={name}"
-        import psycopg
-
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m conveyor.testing.chaos",
