@@ -44,12 +44,12 @@ def test_soak_memory_stays_flat_and_each_task_runs_once(backend_url: str | None,
 
 @pytest.mark.timeout(240)
 def test_sixteen_producers_four_workers_one_sqlite_file(tmp_path: Path) -> None:
-    report = sqlite_hammer(tmp_path, producers=16, per_producer=1000, timeout=200)
+    # Small: 16 producers saturate the disk, and the rest of the suite runs meanwhile. The WAL
+    # bound under sustained load is tests/unit/test_sqlite_checkpoint.py's, and `make chaos`
+    # measures it with 80,000 tasks.
+    report = sqlite_hammer(tmp_path, producers=16, per_producer=200, timeout=200)
     print("\n".join(report.lines()))
     assert report.locked_errors == 0, report.lines()
     assert report.exactly_once, report.lines()
     assert report.worker_exit == 0
-    # 16,000 tasks write about 400 MB of WAL frames; the worker's checkpoints keep starting
-    # the log over (without them it ends near 400 MB), and truncate it when the load stops.
-    assert report.wal_max < 256 * 1024 * 1024, report.lines()
-    assert report.wal_end < 16 * 1024 * 1024, report.lines()
+    assert report.wal_end < 16 * 1024 * 1024, report.lines()  # cut back once the load stops
