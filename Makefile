@@ -22,7 +22,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q -n 4  # most tests wait on real processes: 4 at a time
+	$(BIN)/python -m pytest -q -n 4 --dist loadgroup  # 4 at a time; the chaos runs one by one
 
 test: lint typecheck unit
 

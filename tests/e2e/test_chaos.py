@@ -11,6 +11,10 @@ from conveyor.testing.chaos import kill_storm, soak, sqlite_hammer
 from conveyor.worker.consumer import MAX_BATCH
 from servers import ON_EVERY_SERVER_BACKEND
 
+# One xdist worker runs these, one after another (`make test` uses --dist loadgroup): each
+# loads the machine, and three at once would starve the timing of every other test.
+pytestmark = pytest.mark.xdist_group("chaos")
+
 
 def url_for(backend_url: str | None, tmp_path: Path) -> str:
     return backend_url or f"sqlite:///{tmp_path / 'q.db'}"

@@ -14,7 +14,7 @@ import pytest
 if TYPE_CHECKING:
     from conftest import Project  # the `project` fixture of tests/e2e/conftest.py
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.xdist_group("chaos")]  # see test_chaos.py
 
 TASKS = 2000
 KILLS = 5

@@ -135,11 +135,19 @@ def test_sigkilled_producers_lose_no_committed_message(tmp_path: Path) -> None:
     deadline = time.monotonic() + 60
     n = 0
     for _ in range(rounds):
-        procs = []
+        started = []
         for _ in range(per_round):
-            procs.append((spawn("produce", url, n, -1, tmp_path / f"p{n}.ledger",
-                                tmp_path / f"p{n}.log"), time.monotonic() + rng.uniform(0.1, 1.2)))
+            ledger = tmp_path / f"p{n}.ledger"
+            started.append((spawn("produce", url, n, -1, ledger, tmp_path / f"p{n}.log"),
+                            ledger))
             n += 1
+        # Kill each at a random moment once it is enqueueing (a loaded machine may take
+        # longer than the whole kill window just to start Python).
+        while not all(ledger.exists() and ledger.stat().st_size for _, ledger in started):
+            assert time.monotonic() < deadline, f"producers never started (seed {seed})"
+            assert all(p.poll() is None for p, _ in started), f"a producer died (seed {seed})"
+            time.sleep(0.01)
+        procs = [(proc, time.monotonic() + rng.uniform(0.1, 1.2)) for proc, _ in started]
         for proc, kill_at in sorted(procs, key=lambda x: x[1]):
             time.sleep(max(0.0, kill_at - time.monotonic()))
             assert proc.poll() is None, f"producer exited early (seed {seed})"
