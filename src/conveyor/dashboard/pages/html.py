@@ -98,12 +98,8 @@ def layout(*, base: str, title: str, active: str, backend: str, body: str, live:
         out = (f"<form method='post' action='{esc(base)}/logout' class='logout'>"
                f"{csrf_field(csrf)}<button class='link'>Log out</button></form>")
     return (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        "<link rel='icon' href='data:,'>"  # no /favicon.ico request
-        f"<title>{esc(title)} · conveyor</title>"
-        f"<link rel='stylesheet' href='{esc(base)}/static/dashboard.css?v={assets.VERSION}'>"
-        f"<script src='{esc(base)}/static/dashboard.js?v={assets.VERSION}' defer></script>"
+        _head(title, base)
+        + f"<script src='{esc(base)}/static/dashboard.js?v={assets.VERSION}' defer></script>"
         "</head><body>"
         f"<header><a class='brand' href='{esc(base)}/'>conveyor</a><nav>{nav}</nav>"
         f"<span class='backend' title='backend'>{esc(backend)}</span>"
@@ -114,10 +110,14 @@ def layout(*, base: str, title: str, active: str, backend: str, body: str, live:
 
 def bare(title: str, body: str, base: str) -> str:
     """A page without navigation or script: the login form and errors."""
-    return (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        "<link rel='icon' href='data:,'>"  # no /favicon.ico request
-        f"<title>{esc(title)} · conveyor</title>"
-        f"<link rel='stylesheet' href='{esc(base)}/static/dashboard.css?v={assets.VERSION}'>"
-        f"</head><body class='bare'><main><h1>{esc(title)}</h1>{body}</main></body></html>")
+    return (_head(title, base)
+            + f"</head><body class='bare'><main><h1>{esc(title)}</h1>{body}</main></body></html>")
+
+
+def _head(title: str, base: str) -> str:
+    """The start of every page, up to the stylesheet (the caller closes <head>)."""
+    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            "<link rel='icon' href='data:,'>"  # no /favicon.ico request
+            f"<title>{esc(title)} · conveyor</title>"
+            f"<link rel='stylesheet' href='{esc(base)}/static/dashboard.css?v={assets.VERSION}'>")
