@@ -196,11 +196,9 @@ class Conveyor:
             body = self.codec.encode(env.to_dict())
         except SerializationError as exc:
             raise _name_culprit(self.codec, task, args, kwargs, exc) from None
-        if self.max_message_size is not None and len(body) > self.max_message_size:
-            raise SerializationError(
-                f"{task.name}: the message is {len(body):,} bytes, over the limit of "
-                f"{self.max_message_size:,} bytes (Conveyor(max_message_size=...)); pass a "
-                "reference to the data (a path, a URL, a database id) instead of the data")
+        self._check_size(body, f"{task.name}: the message",
+                         "; pass a reference to the data (a path, a URL, a database id) "
+                         "instead of the data")
         return env, body
 
     def send(self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -303,11 +301,15 @@ class Conveyor:
         """A task's return value as stored (with the task's name, for the dashboard); bound
         by `max_message_size` like messages."""
         data = self.codec.encode({"value": value, "task": task} if task else {"value": value})
+        self._check_size(data, "the result")
+        return data
+
+    def _check_size(self, data: bytes, what: str, advice: str = "") -> None:
+        """SerializationError naming `what`, its size and the limit, when over it."""
         if self.max_message_size is not None and len(data) > self.max_message_size:
             raise SerializationError(
-                f"the result is {len(data):,} bytes, over the limit of "
-                f"{self.max_message_size:,} bytes (Conveyor(max_message_size=...))")
-        return data
+                f"{what} is {len(data):,} bytes, over the limit of {self.max_message_size:,} "
+                f"bytes (Conveyor(max_message_size=...)){advice}")
 
     def encode_failure(self, exc_type: str, exc_message: str, traceback: str = "",
                        task: str = "") -> bytes:

@@ -456,3 +456,23 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+
+class SettleAndClaimBackend(Backend):
+    """A backend whose one primitive for the consumer is `settle_and_claim` (a Lua script, a
+    PL/pgSQL function): `claim` and `settle` are that call with nothing to settle, or nothing
+    to claim."""
+
+    @abc.abstractmethod
+    def settle_and_claim(self, settlements: Sequence[Settlement], queues: Sequence[str] | None,
+                         worker_id: str, now: float, lease_for: float, limit: int,
+                         ) -> tuple[list[bool], list[Delivery]]: ...
+
+    def claim(self, queues: Sequence[str] | None, worker_id: str, now: float, lease_for: float,
+              limit: int) -> list[Delivery]:
+        return self.settle_and_claim((), queues, worker_id, now, lease_for, limit)[1]
+
+    def settle(self, settlements: Sequence[Settlement], now: float) -> list[bool]:
+        if not settlements:
+            return []
+        return self.settle_and_claim(settlements, [], "", now, 0.0, 0)[0]

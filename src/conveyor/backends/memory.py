@@ -311,20 +311,20 @@ class MemoryBackend(Backend):
 
     def incr(self, key: str, by: int, ttl: float, now: float) -> int:
         with self._lock:
-            value, expires = self._counters.get(key, (0, 0.0))
-            if expires <= now:
-                value, expires = 0, now + ttl
-            value += by
-            self._counters[key] = (value, expires)
-            return value
+            return self._add(key, by, ttl, now)
+
+    def _add(self, key: str, by: int, ttl: float, now: float) -> int:
+        """Under the lock: `incr` (a counter whose window ran out starts again)."""
+        value, expires = self._counters.get(key, (0, 0.0))
+        if expires <= now:
+            value, expires = 0, now + ttl
+        self._counters[key] = (value + by, expires)
+        return value + by
 
     def incr_many(self, increments: Sequence[tuple[str, int, float]], now: float) -> None:
         with self._lock:
             for key, by, ttl in increments:
-                value, expires = self._counters.get(key, (0, 0.0))
-                if expires <= now:
-                    value, expires = 0, now + ttl
-                self._counters[key] = (value + by, expires)
+                self._add(key, by, ttl, now)
 
     def read_counters(self, keys: Sequence[str], now: float) -> dict[str, int]:
         with self._lock:

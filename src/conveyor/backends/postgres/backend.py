@@ -40,13 +40,13 @@ from ..base import (
     RUNNING,
     SCHEDULED_KIND,
     TERMINAL_STATES,
-    Backend,
     DeadLetter,
     Delivery,
     Message,
     MessageRecord,
     QueueStats,
     ResultRecord,
+    SettleAndClaimBackend,
     Settlement,
     StoredResult,
     TaskRecord,
@@ -82,7 +82,7 @@ DEAD = 3
 _ORPHANS: list[Any] = []  # a forked child's copies of its parent's pool and listeners
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(SettleAndClaimBackend):
     has_server = True
     idle_wait_max = SAFETY_POLL  # LISTEN wakes idle workers; this is only the safety net
 
@@ -266,23 +266,9 @@ class PostgresBackend(Backend):
         return self._enqueue_keyed(connection, messages, now)
 
     # --- consumer -------------------------------------------------------------------------
-    def claim(self, queues: Sequence[str] | None, worker_id: str, now: float, lease_for: float,
-              limit: int) -> list[Delivery]:
-        return self._settle_and_claim((), queues, worker_id, now, lease_for, limit)[1]
-
-    def settle(self, settlements: Sequence[Settlement], now: float) -> list[bool]:
-        if not settlements:
-            return []
-        return self._settle_and_claim(settlements, [], "", now, 0.0, 0)[0]
-
     def settle_and_claim(self, settlements: Sequence[Settlement], queues: Sequence[str] | None,
                          worker_id: str, now: float, lease_for: float, limit: int,
                          ) -> tuple[list[bool], list[Delivery]]:
-        return self._settle_and_claim(settlements, queues, worker_id, now, lease_for, limit)
-
-    def _settle_and_claim(self, settlements: Sequence[Settlement],
-                          queues: Sequence[str] | None, worker_id: str, now: float,
-                          lease_for: float, limit: int) -> tuple[list[bool], list[Delivery]]:
         if queues is not None and not queues:
             limit = 0
         if limit > 0:

@@ -28,7 +28,6 @@ from ..base import (
     PROGRESS,
     TERMINAL_STATES,
     Ack,
-    Backend,
     DeadLetter,
     Delivery,
     Message,
@@ -36,6 +35,7 @@ from ..base import (
     QueueStats,
     Release,
     ResultRecord,
+    SettleAndClaimBackend,
     Settlement,
     StoredResult,
     TaskRecord,
@@ -61,7 +61,7 @@ RESULTS_SCAN = 5_000
 Keys = frozenset[tuple[str, bytes]]
 
 
-class RedisBackend(Backend):
+class RedisBackend(SettleAndClaimBackend):
     has_server = True
     idle_wait_max = 1.0  # enqueues wake idle workers through Redis; this is the safety net
 
@@ -94,15 +94,6 @@ class RedisBackend(Backend):
         return [i.decode() for i in self._wire.call(self._enqueue, args)]
 
     # --- consumer -------------------------------------------------------------------------
-    def claim(self, queues: Sequence[str] | None, worker_id: str, now: float, lease_for: float,
-              limit: int) -> list[Delivery]:
-        return self.settle_and_claim([], queues, worker_id, now, lease_for, limit)[1]
-
-    def settle(self, settlements: Sequence[Settlement], now: float) -> list[bool]:
-        if not settlements:
-            return []
-        return self.settle_and_claim(settlements, [], "", now, 0.0, 0)[0]
-
     def settle_and_claim(self, settlements: Sequence[Settlement], queues: Sequence[str] | None,
                          worker_id: str, now: float, lease_for: float, limit: int,
                          ) -> tuple[list[bool], list[Delivery]]:
